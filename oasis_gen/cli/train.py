@@ -1,0 +1,140 @@
+"""``python train.py [STAGE] ...``: train oasis_gen's models into a run directory.
+
+With no stage, runs the whole pipeline (``--stages`` selects some); each finished stage is
+skipped on a re-run unless ``--force``. With no ``--data``, the built-in synthetic phantom
+data set is written into the run directory and used (outputs say so).
+
+Stages:
+    data    write the phantom data (when no --data) and summarise the data folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Sequence
+
+from oasis_gen import config as config_lib
+from oasis_gen import pipeline
+
+STAGES = ("data",)
+_STAGE_SECTIONS = {
+    "data": (("data", config_lib.DataConfig),),
+}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run_dir", default=None, help="run directory (default: runs/<timestamp>)")
+    parser.add_argument("--data", default=None, dest="data_dir_flag",
+                        help="OASIS-layout data folder (default: the built-in phantom data)")
+    parser.add_argument("--preset", default=None, choices=sorted(config_lib.PRESETS),
+                        help="preset for a new run (default: quick)")
+    parser.add_argument("--force", action="store_true", help="redo stages that already finished")
+    parser.add_argument("--override", action="store_true",
+                        help="accept flags that change the configuration stored in the run directory")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python train.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Stages:" + __doc__.split("Stages:")[1])
+    _add_common(parser)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated stages of the pipeline to run (default: {','.join(STAGES)})")
+    commands = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for stage, sections in _STAGE_SECTIONS.items():
+        sub = commands.add_parser(stage, help=f"run only the '{stage}' stage")
+        _add_common(sub)
+        for _, section_type in sections:
+            if section_type is config_lib.DataConfig:
+                continue  # --data and the data fields below are shared
+            config_lib.add_flags(sub, section_type)
+        config_lib.add_flags(sub, config_lib.DataConfig)
+    args = parser.parse_args(argv)
+    if args.stage is None:
+        unknown = [s for s in args.stages.split(",") if s and s not in STAGES]
+        if unknown:
+            parser.error(f"unknown stages {unknown}; expected some of {list(STAGES)}")
+    return args
+
+
+def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
+    overrides: dict[str, dict] = {}
+    for name, section_type in _STAGE_SECTIONS.get(stage, ()):
+        overrides[name] = config_lib.given_flags(args, section_type)
+    if args.data_dir_flag is not None:
+        overrides.setdefault("data", {})["data_dir"] = os.path.abspath(args.data_dir_flag)
+    return overrides
+
+
+def stage_data(run: pipeline.Run, force: bool = False) -> dict:
+    """Writes the phantom data when no data folder is configured, then summarises the data."""
+    from oasis_gen import data, phantom
+
+    if run.config.data.data_dir is None:
+        target = os.path.join(run.path, "data")
+        if force or not os.path.exists(os.path.join(target, data.PHANTOM_MARKER)):
+            print(f"no --data given: writing the built-in SYNTHETIC phantom data to {target}")
+            phantom.write_phantom(target, num_subjects=40, slices_per_subject=32, progress=True)
+        run.config.data.data_dir = target
+        run.save_config()
+    summary = data.summarize(run.config.data.data_dir)
+    data._print_summary(summary)
+    return {"data_dir": run.config.data.data_dir, "synthetic": summary["synthetic"],
+            **{split: summary[split].get("count", 0) for split in data.SPLITS}}
+
+
+def _stage_functions():
+    return {"data": stage_data}
+
+
+def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
+    timer = pipeline.StageTimer()
+    results = {}
+    functions = _stage_functions()
+    for stage in stages:
+        if run.is_complete(stage) and not force:
+            print(f"[{stage}] already finished in {run.path}; skipping (use --force to redo)")
+            results[stage] = pipeline.read_json(os.path.join(run.path, stage, pipeline.COMPLETE))
+            continue
+        print(f"[{stage}] starting")
+        run.clear_complete(stage)
+        summary = timer.run(stage, functions[stage], run, force)
+        run.mark_complete(stage, summary)
+        results[stage] = summary
+    _print_final(run, results, timer)
+    return results
+
+
+def _print_final(run: pipeline.Run, results: dict, timer: pipeline.StageTimer) -> None:
+    print(f"\nrun directory: {run.path}")
+    print(f"{'stage':<10}{'seconds':>10}  summary")
+    for stage, summary in results.items():
+        seconds = timer.seconds.get(stage)
+        shown = {k: v for k, v in summary.items() if k != "finished"}
+        print(f"{stage:<10}{'skipped' if seconds is None else f'{seconds:.1f}':>10}  {shown}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from oasis_gen.data import DataError
+
+    try:
+        run = pipeline.open_run(args.run_dir or pipeline.default_run_dir(), args.preset,
+                                _overrides(args, args.stage), override=args.override)
+        stages = [args.stage] if args.stage else [s for s in args.stages.split(",") if s]
+        if args.stage and args.stage != "data" and run.config.data.data_dir is None:
+            stages = ["data"] + stages if not run.is_complete("data") else stages
+        start = time.perf_counter()
+        run_stages(run, stages, args.force)
+        print(f"total {time.perf_counter() - start:.1f} s")
+    except (DataError, pipeline.RunError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

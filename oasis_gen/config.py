@@ -1,0 +1,279 @@
+"""Configuration dataclasses, presets, JSON round trips and CLI flags.
+
+One source of defaults: every setting is a dataclass field. Command-line flags are generated
+from the fields (``--field_name``), so ``train.py``, ``generate.py`` and the benchmarks share
+them. This module must not import TensorFlow.
+
+Presets:
+    quick: the built-in phantom demo and the tests (128x128 slices, small models; minutes on a CPU).
+    cpu:   real 256x256 OASIS slices on a 2-core CPU (each training stage within an hour on
+           the 80-subject sample).
+    oasis: the full-size run for a GPU workstation (VQ-VAE-2 paper sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+from typing import Any
+
+CONFIG_VERSION = 1
+
+
+def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any) -> Any:
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the slices are and how they are streamed (see ``oasis_gen.data``)."""
+
+    data_dir: str | None = _field(None, "OASIS-layout folder, or a flat folder of slices to split by subject")
+    image_size: int = _field(256, "side of the square images fed to the model")
+    resize_method: str = _field(
+        "resize", "how slices of another size are brought to image_size ('none' refuses them)",
+        choices=("resize", "crop", "none"))
+    on_bad_file: str = _field(
+        "error", "a file that is not a decodable PNG: fail naming it, or skip it with a counted warning",
+        choices=("error", "skip"))
+    validate_fraction: float = _field(0.1, "fraction of subjects for validation when splitting a flat folder")
+    test_fraction: float = _field(0.1, "fraction of subjects for test when splitting a flat folder")
+    split_seed: int = _field(0, "seed of the subject split of a flat folder")
+    shuffle_buffer: int = _field(4096, "shuffle buffer (train split only), in images")
+    cache: bool = _field(True, "keep decoded uint8 slices in memory after the first pass")
+    deterministic: bool = _field(False, "fixed element order in parallel maps (slightly slower)")
+    include_masks: bool = _field(False, "also read the keras_png_slices_seg_* masks and yield (image, mask)")
+
+
+@dataclasses.dataclass
+class VQVAEConfig:
+    """Hierarchical VQ-VAE-2 (Razavi et al. 2019) sizes; code grid sizes derive from these."""
+
+    levels: int = _field(2, "1: one 64x64 code map (single-level VQ-VAE); 2: bottom and top levels", choices=(1, 2))
+    num_hiddens: int = _field(128, "channels of the encoders and decoders")
+    num_residual_layers: int = _field(2, "residual blocks per encoder/decoder stack")
+    num_residual_hiddens: int = _field(32, "bottleneck channels inside a residual block")
+    num_embeddings: int = _field(512, "codebook size of each level")
+    embedding_dim: int = _field(64, "dimension of each codebook vector")
+    commitment_cost: float = _field(0.25, "weight of the commitment loss")
+    decay: float = _field(0.99, "EMA decay of the codebook statistics")
+    epsilon: float = _field(1e-5, "Laplace smoothing of the EMA cluster sizes")
+    dead_code_threshold: float = _field(
+        0.03, "a code whose EMA count falls below this is re-seeded from encoder outputs (0 disables)")
+    data_variance: float = _field(0.0, "variance of training pixels for the loss (0: measured from the data)")
+
+
+@dataclasses.dataclass
+class PriorConfig:
+    """Gated PixelCNN prior over one level's code map (van den Oord et al. 2016)."""
+
+    hidden_channels: int = _field(128, "channels of the gated stacks")
+    num_layers: int = _field(12, "gated PixelCNN blocks")
+    kernel_size: int = _field(5, "vertical/horizontal stack kernel size (odd)")
+    num_attention_blocks: int = _field(2, "causal self-attention blocks (top prior only)")
+    num_heads: int = _field(4, "attention heads")
+    num_conditioning_layers: int = _field(4, "residual blocks of the top-code conditioning stack (bottom prior only)")
+    dropout: float = _field(0.1, "dropout rate inside the gated blocks")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of one training stage."""
+
+    batch_size: int = _field(16, "global batch size")
+    epochs: int = _field(10, "passes over the training split")
+    steps_per_epoch: int = _field(0, "steps per epoch (0: one pass over the training split)")
+    learning_rate: float = _field(3e-4, "Adam learning rate")
+    seed: int = _field(0, "seed of weights, shuffling and dropout")
+    checkpoint_every_steps: int = _field(200, "also checkpoint every this many steps (0: only per epoch)")
+    jit_compile: bool = _field(False, "compile train steps with XLA (measured slower on CPU; try on GPU)")
+    mixed_precision: bool = _field(False, "mixed_float16 compute (GPU); quantizer maths stays float32")
+    strategy: str = _field("default", "tf.distribute strategy", choices=("default", "mirrored", "multiworker"))
+    time_limit_minutes: float = _field(0.0, "stop training cleanly after this many minutes (0: no limit)")
+
+
+@dataclasses.dataclass
+class Config:
+    """The full resolved configuration of a run, saved as ``config.json`` in its directory."""
+
+    preset: str = "quick"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    vqvae: VQVAEConfig = dataclasses.field(default_factory=VQVAEConfig)
+    top_prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
+    bottom_prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
+    vqvae_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Builds a Config from a dict, refusing unknown sections or fields by name."""
+        values = dict(values)
+        version = values.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ValueError(
+                f"config version {version!r} is not supported (this oasis_gen reads version {CONFIG_VERSION})")
+        kwargs: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; expected some of {sorted(known)}")
+        for name, value in values.items():
+            section_type = hints[name]
+            if dataclasses.is_dataclass(section_type):
+                kwargs[name] = _section_from_dict(section_type, value, name)
+            else:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+
+def _section_from_dict(section_type: type, values: dict, section: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {section!r} must be an object, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(section_type)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)} in config section {section!r}")
+    return section_type(**values)
+
+
+def _preset_quick() -> Config:
+    return Config(
+        preset="quick",
+        data=DataConfig(image_size=128),
+        vqvae=VQVAEConfig(num_hiddens=64, num_residual_layers=1, num_residual_hiddens=32,
+                          num_embeddings=128, embedding_dim=32),
+        top_prior=PriorConfig(hidden_channels=32, num_layers=4, kernel_size=3, num_attention_blocks=1,
+                              num_heads=2, dropout=0.0),
+        bottom_prior=PriorConfig(hidden_channels=32, num_layers=4, kernel_size=3, num_attention_blocks=0,
+                                 num_heads=2, num_conditioning_layers=1, dropout=0.0),
+        vqvae_train=TrainConfig(batch_size=16, epochs=6, learning_rate=1e-3, checkpoint_every_steps=100),
+        prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3, checkpoint_every_steps=100),
+    )
+
+
+def _preset_cpu() -> Config:
+    return Config(
+        preset="cpu",
+        data=DataConfig(image_size=256),
+        vqvae=VQVAEConfig(num_hiddens=64, num_residual_layers=2, num_residual_hiddens=32,
+                          num_embeddings=512, embedding_dim=64),
+        top_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=1,
+                              num_heads=4, dropout=0.1),
+        bottom_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=0,
+                                 num_heads=4, num_conditioning_layers=2, dropout=0.1),
+        vqvae_train=TrainConfig(batch_size=16, epochs=40, learning_rate=1e-3, time_limit_minutes=44.0),
+        prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
+    )
+
+
+def _preset_oasis() -> Config:
+    return Config(
+        preset="oasis",
+        data=DataConfig(image_size=256),
+        vqvae=VQVAEConfig(num_hiddens=128, num_residual_layers=2, num_residual_hiddens=32,
+                          num_embeddings=512, embedding_dim=64),
+        top_prior=PriorConfig(hidden_channels=256, num_layers=20, kernel_size=5, num_attention_blocks=4,
+                              num_heads=8, dropout=0.1),
+        bottom_prior=PriorConfig(hidden_channels=256, num_layers=20, kernel_size=5, num_attention_blocks=0,
+                                 num_heads=8, num_conditioning_layers=10, dropout=0.1),
+        vqvae_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
+        prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
+    )
+
+
+PRESETS = {"quick": _preset_quick, "cpu": _preset_cpu, "oasis": _preset_oasis}
+
+
+def preset(name: str) -> Config:
+    """Returns a fresh Config for the preset ``name`` (one of ``quick``, ``cpu``, ``oasis``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    """Writes ``config`` as indented JSON, atomically (temporary file, then rename)."""
+    from oasis_gen.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Reads a Config written by ``save_config``.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file is not valid JSON or holds unknown sections/fields.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no config file at {path}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    try:
+        return Config.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+# ----------------------------------------------------------------------------- CLI flags
+
+def _flag_type(annotation: Any) -> type:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args:
+        return args[0]
+    return annotation
+
+
+def add_flags(parser: argparse.ArgumentParser, section_type: type, title: str | None = None) -> None:
+    """Adds one ``--field_name`` flag per field of the dataclass ``section_type``.
+
+    Every flag defaults to None (not given), so presets and stored configs are only
+    overridden by what the user typed.
+    """
+    group = parser.add_argument_group(title or section_type.__name__)
+    hints = typing.get_type_hints(section_type)
+    for field in dataclasses.fields(section_type):
+        flag_type = _flag_type(hints[field.name])
+        kwargs: dict[str, Any] = {"default": None, "help": f"{field.metadata.get('help', '')} "
+                                                           f"(preset default: {field.default})"}
+        if flag_type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = flag_type
+            if "choices" in field.metadata:
+                kwargs["choices"] = field.metadata["choices"]
+        if flag_type is not bool:
+            kwargs["metavar"] = field.name.upper()
+        group.add_argument(f"--{field.name}", dest=f"{section_type.__name__}.{field.name}", **kwargs)
+
+
+def given_flags(args: argparse.Namespace, section_type: type) -> dict[str, Any]:
+    """Returns the fields of ``section_type`` that were given on the command line."""
+    given = {}
+    for field in dataclasses.fields(section_type):
+        value = getattr(args, f"{section_type.__name__}.{field.name}", None)
+        if value is not None:
+            given[field.name] = value
+    return given
+
+
+def apply_flags(section: Any, given: dict[str, Any]) -> Any:
+    """Returns a copy of the dataclass ``section`` with the ``given`` fields replaced."""
+    return dataclasses.replace(section, **given)

@@ -1,0 +1,601 @@
+"""Finding OASIS slices on disk and streaming them with tf.data.
+
+Layout read (the preprocessed OASIS set)::
+
+    DIR/keras_png_slices_train/case_001_slice_0.nii.png ...
+    DIR/keras_png_slices_validate/...
+    DIR/keras_png_slices_test/...
+    DIR/keras_png_slices_seg_{train,validate,test}/seg_001_slice_0.nii.png   (masks, optional)
+
+or a flat folder of ``case_NNN_slice_S.nii.png`` files, which is split by subject (the case
+number) so that no subject lands in two splits.
+
+Tensor convention: images are NHWC float32 in [0, 1] (0 = black background); masks are uint8
+as stored. Every file is validated before streaming (PNG signature, chunk CRCs, header, a
+complete zlib stream of the expected length, a pixel-count limit against decompression bombs,
+symlinks that leave the data folder), so a bad file is named instead of failing deep inside
+TensorFlow. ``python -m oasis_gen.data DIR [--json]`` prints a per-split summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import struct
+import sys
+import warnings
+import zlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "validate", "test")
+SPLIT_FOLDER = "keras_png_slices_{split}"
+MASK_FOLDER = "keras_png_slices_seg_{split}"
+PHANTOM_MARKER = "SYNTHETIC_PHANTOM_DATA.txt"
+MAX_PIXELS = 1 << 26  # 67 million pixels: far beyond any MRI slice, far below a decompression bomb
+_SLICE_NAME = re.compile(r"(?:case|seg)_(\d+)_slice_(\d+)", re.IGNORECASE)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHANNELS_BY_COLOR_TYPE = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+class DataError(ValueError):
+    """A data folder or file that cannot be used; the message names it."""
+
+
+class BadImageError(DataError):
+    """A file that is not a decodable PNG image."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class PngHeader:
+    """What a PNG file's IHDR chunk declares."""
+
+    height: int
+    width: int
+    channels: int
+    bit_depth: int
+
+
+# ----------------------------------------------------------------------------- validation
+
+def read_png_header(path: str, max_pixels: int = MAX_PIXELS) -> PngHeader:
+    """Fully validates the PNG at ``path`` and returns its header.
+
+    Checks the signature, every chunk's length and CRC, the header fields, the pixel count
+    against ``max_pixels`` (decompression bombs) and that the compressed image data inflates
+    to exactly the size the header implies (truncated or corrupt files).
+
+    Raises:
+        BadImageError: naming ``path`` and what is wrong with it.
+    """
+    try:
+        with open(path, "rb") as handle:
+            blob = handle.read()
+    except OSError as error:
+        raise BadImageError(path, f"cannot be read ({error.strerror})") from error
+    if not blob:
+        raise BadImageError(path, "is an empty (zero-byte) file")
+    if not blob.startswith(_PNG_SIGNATURE):
+        raise BadImageError(path, "is not a PNG image (wrong signature)")
+    position = len(_PNG_SIGNATURE)
+    header = None
+    compressed = []
+    interlaced = False
+    ended = False
+    while position + 8 <= len(blob):
+        length, kind = struct.unpack(">I4s", blob[position:position + 8])
+        data = blob[position + 8:position + 8 + length]
+        crc_bytes = blob[position + 8 + length:position + 12 + length]
+        if len(data) != length or len(crc_bytes) != 4:
+            raise BadImageError(path, "is truncated (a chunk ends early)")
+        if zlib.crc32(kind + data) != struct.unpack(">I", crc_bytes)[0]:
+            raise BadImageError(path, f"is corrupt (bad CRC in chunk {kind.decode('latin-1')!r})")
+        position += 12 + length
+        if kind == b"IHDR":
+            if length != 13:
+                raise BadImageError(path, "has a malformed IHDR header")
+            width, height, bit_depth, color_type, _, _, interlace = struct.unpack(">IIBBBBB", data)
+            if color_type not in _CHANNELS_BY_COLOR_TYPE or bit_depth not in (1, 2, 4, 8, 16):
+                raise BadImageError(path, f"has an invalid colour type {color_type} / bit depth {bit_depth}")
+            if width == 0 or height == 0:
+                raise BadImageError(path, "declares an empty image")
+            if width * height > max_pixels:
+                raise BadImageError(
+                    path, f"claims {width}x{height} pixels, more than the {max_pixels:,} allowed "
+                          "(possible decompression bomb)")
+            header = (height, width, _CHANNELS_BY_COLOR_TYPE[color_type], bit_depth)
+            interlaced = interlace == 1
+        elif kind == b"IDAT":
+            compressed.append(data)
+        elif kind == b"IEND":
+            ended = True
+            break
+    if header is None:
+        raise BadImageError(path, "has no IHDR header")
+    if not ended:
+        raise BadImageError(path, "is truncated (no IEND chunk)")
+    height, width, channels, bit_depth = header
+    row_bytes = (width * channels * bit_depth + 7) // 8
+    expected = height * (row_bytes + 1)
+    inflater = zlib.decompressobj()
+    try:
+        # Bounded inflation: a stream that inflates past the declared size is refused, not expanded.
+        pixels = inflater.decompress(b"".join(compressed), expected + 1)
+    except zlib.error as error:
+        raise BadImageError(path, f"has corrupt image data ({error})") from error
+    if not inflater.eof:
+        raise BadImageError(path, "has incomplete or oversized image data")
+    if not interlaced and len(pixels) != expected:
+        raise BadImageError(path, f"holds {len(pixels)} bytes of image data, expected {expected}")
+    return PngHeader(height, width, channels, bit_depth)
+
+
+@dataclasses.dataclass
+class ScanResult:
+    """The files of one split that passed validation, and those skipped."""
+
+    paths: list[str]
+    headers: list[PngHeader]
+    skipped: list[dict]
+
+
+_SCAN_CACHE: dict[tuple, PngHeader | BadImageError] = {}
+
+
+def _inside(path: str, root: str) -> bool:
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, root]) == root
+
+
+def scan_files(paths: Sequence[str], root: str, on_bad_file: str = "error") -> ScanResult:
+    """Validates every file in ``paths`` (see ``read_png_header``).
+
+    Args:
+        paths: PNG files to check.
+        root: the data folder; a symlink resolving outside it is refused.
+        on_bad_file: ``"error"`` raises on the first bad file; ``"skip"`` drops bad files
+            and warns once with their count.
+
+    Raises:
+        BadImageError: with ``on_bad_file="error"``, naming the first bad file.
+    """
+    if on_bad_file not in ("error", "skip"):
+        raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+    real_root = os.path.realpath(root)
+    good, headers, skipped = [], [], []
+    for path in paths:
+        try:
+            if not _inside(path, real_root):
+                raise BadImageError(path, f"is a symlink pointing outside the data folder {root}")
+            stat = os.stat(path)
+            key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+            cached = _SCAN_CACHE.get(key)
+            if cached is None:
+                try:
+                    cached = read_png_header(path)
+                except BadImageError as error:
+                    cached = error
+                _SCAN_CACHE[key] = cached
+            if isinstance(cached, BadImageError):
+                raise BadImageError(path, cached.reason)
+            good.append(path)
+            headers.append(cached)
+        except BadImageError as error:
+            if on_bad_file == "error":
+                raise
+            skipped.append({"path": path, "reason": error.reason})
+        except OSError as error:
+            bad = BadImageError(path, f"cannot be read ({error.strerror})")
+            if on_bad_file == "error":
+                raise bad from error
+            skipped.append({"path": path, "reason": bad.reason})
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} of {len(paths)} files that are not decodable PNG images "
+                      f"(first: {skipped[0]['path']}: {skipped[0]['reason']})", stacklevel=2)
+    return ScanResult(good, headers, skipped)
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def parse_slice_name(path: str) -> tuple[int, int] | None:
+    """Returns (subject, slice) from a name like ``case_012_slice_7.nii.png``, else None."""
+    match = _SLICE_NAME.search(os.path.basename(path))
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def _sort_key(path: str) -> tuple:
+    parsed = parse_slice_name(path)
+    return (0, *parsed, path) if parsed else (1, 0, 0, path)
+
+
+def list_pngs(folder: str) -> list[str]:
+    """PNG files directly inside ``folder``, sorted by subject then slice number."""
+    names = [n for n in os.listdir(folder) if n.lower().endswith(".png") and not n.startswith(".")]
+    return sorted((os.path.join(folder, n) for n in names), key=_sort_key)
+
+
+def subject_of(path: str) -> str:
+    """The subject a slice belongs to: its case number, or its file stem when unnamed."""
+    parsed = parse_slice_name(path)
+    return f"{parsed[0]:03d}" if parsed else os.path.basename(path).split(".")[0]
+
+
+def split_by_subject(paths: Sequence[str], validate_fraction: float = 0.1, test_fraction: float = 0.1,
+                     seed: int = 0) -> dict[str, list[str]]:
+    """Splits slices into train/validate/test by subject, so no subject is in two splits.
+
+    Args:
+        paths: slice files named ``case_NNN_slice_S...``.
+        validate_fraction: fraction of subjects for validation (each non-zero split gets >= 1).
+        test_fraction: fraction of subjects for test.
+        seed: seed of the subject permutation.
+
+    Raises:
+        DataError: for a name without a case number, bad fractions, or too few subjects.
+    """
+    for name, value in (("validate_fraction", validate_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise DataError(f"{name} must be in [0, 1), got {value}")
+    if validate_fraction + test_fraction >= 1.0:
+        raise DataError(f"validate_fraction + test_fraction must be below 1, got "
+                        f"{validate_fraction + test_fraction}")
+    by_subject: dict[str, list[str]] = {}
+    for path in paths:
+        if parse_slice_name(path) is None:
+            raise DataError(f"{path}: cannot tell its subject; flat folders are split by subject and need "
+                            "names like case_NNN_slice_S.nii.png")
+        by_subject.setdefault(subject_of(path), []).append(path)
+    subjects = sorted(by_subject)
+    wanted = [int(round(f * len(subjects))) if f == 0 else max(1, int(round(f * len(subjects))))
+              for f in (validate_fraction, test_fraction)]
+    if sum(wanted) >= len(subjects):
+        raise DataError(f"{len(subjects)} subjects are too few to split with fractions "
+                        f"{validate_fraction}/{test_fraction}")
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    shuffled = [subjects[i] for i in order]
+    groups = {"validate": shuffled[:wanted[0]], "test": shuffled[wanted[0]:sum(wanted)],
+              "train": shuffled[sum(wanted):]}
+    return {split: sorted((p for s in groups[split] for p in by_subject[s]), key=_sort_key) for split in SPLITS}
+
+
+@dataclasses.dataclass
+class SliceFolder:
+    """The splits found in a data folder.
+
+    Attributes:
+        root: the data folder.
+        layout: ``"oasis"`` (split folders) or ``"flat"`` (split here by subject).
+        files: split name -> sorted slice paths (unvalidated).
+        masks: split name -> mask folder, for splits that have one.
+        synthetic: True for the built-in phantom data.
+    """
+
+    root: str
+    layout: str
+    files: dict[str, list[str]]
+    masks: dict[str, str]
+    synthetic: bool
+
+    def split(self, name: str) -> list[str]:
+        """The files of split ``name``; raises DataError naming what is missing or empty."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; expected one of {SPLITS}")
+        if name not in self.files:
+            raise DataError(f"missing split folder {os.path.join(self.root, SPLIT_FOLDER.format(split=name))}")
+        if not self.files[name]:
+            where = (os.path.join(self.root, SPLIT_FOLDER.format(split=name)) if self.layout == "oasis"
+                     else f"the {name} split of {self.root}")
+            raise DataError(f"empty split: no PNG slices in {where}")
+        return self.files[name]
+
+    def mask_for(self, split: str, image_path: str) -> str:
+        """The segmentation mask file matching ``image_path`` (same case and slice)."""
+        if split not in self.masks:
+            raise DataError(f"no mask folder {os.path.join(self.root, MASK_FOLDER.format(split=split))}")
+        parsed = parse_slice_name(image_path)
+        if parsed is None:
+            raise DataError(f"{image_path}: cannot match a mask to a file without case/slice numbers")
+        name = os.path.basename(image_path)
+        candidates = [re.sub(r"^case_", "seg_", name, flags=re.IGNORECASE), name]
+        for candidate in candidates:
+            path = os.path.join(self.masks[split], candidate)
+            if os.path.exists(path):
+                return path
+        raise DataError(f"no mask for {image_path} in {self.masks[split]} (looked for {candidates[0]})")
+
+
+def find_slices(data_dir: str, validate_fraction: float = 0.1, test_fraction: float = 0.1,
+                split_seed: int = 0) -> SliceFolder:
+    """Finds the splits of ``data_dir`` (OASIS layout, or a flat folder split by subject).
+
+    Raises:
+        DataError: when the folder is missing or holds no slices, naming it.
+    """
+    if data_dir is None:
+        raise DataError("no data folder given (pass --data DIR)")
+    root = os.path.abspath(os.fspath(data_dir))
+    if not os.path.isdir(root):
+        raise DataError(f"data folder {root} does not exist" if not os.path.exists(root)
+                        else f"{root} is not a folder")
+    synthetic = os.path.exists(os.path.join(root, PHANTOM_MARKER))
+    split_dirs = {s: os.path.join(root, SPLIT_FOLDER.format(split=s)) for s in SPLITS}
+    present = {s: d for s, d in split_dirs.items() if os.path.isdir(d)}
+    masks = {s: os.path.join(root, MASK_FOLDER.format(split=s)) for s in SPLITS
+             if os.path.isdir(os.path.join(root, MASK_FOLDER.format(split=s)))}
+    if present:
+        return SliceFolder(root, "oasis", {s: list_pngs(d) for s, d in present.items()}, masks, synthetic)
+    flat = list_pngs(root)
+    if not flat:
+        raise DataError(f"no PNG slices in {root}: expected keras_png_slices_{{train,validate,test}}/ folders "
+                        "or a flat folder of case_NNN_slice_S.nii.png files")
+    files = split_by_subject(flat, validate_fraction, test_fraction, split_seed)
+    return SliceFolder(root, "flat", files, {}, synthetic)
+
+
+# ----------------------------------------------------------------------------- tf.data
+
+@dataclasses.dataclass
+class SplitSource:
+    """Validated files of one split, ready to stream."""
+
+    split: str
+    paths: list[str]
+    mask_paths: list[str] | None
+    shape: tuple[int, int, int]
+    skipped: list[dict]
+    synthetic: bool
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def resolve_split(folder: SliceFolder, split: str, image_size: int | None = 256, resize_method: str = "resize",
+                  on_bad_file: str = "error", include_masks: bool = False) -> SplitSource:
+    """Validates the files of ``split`` and settles the shape the model will see.
+
+    Raises:
+        DataError: for a missing/empty split, a bad file (with ``on_bad_file="error"``), no
+            valid file left, or inconsistent sizes when ``resize_method="none"``.
+    """
+    if resize_method not in ("resize", "crop", "none"):
+        raise DataError(f"resize_method must be 'resize', 'crop' or 'none', got {resize_method!r}")
+    scan = scan_files(folder.split(split), folder.root, on_bad_file)
+    if not scan.paths:
+        raise DataError(f"empty split: every file of the {split} split of {folder.root} was skipped")
+    sizes = {(h.height, h.width) for h in scan.headers}
+    if resize_method == "none":
+        first = scan.headers[0]
+        for path, header in zip(scan.paths, scan.headers):
+            if (header.height, header.width) != (first.height, first.width):
+                raise DataError(f"{path} is {header.height}x{header.width} but {scan.paths[0]} is "
+                                f"{first.height}x{first.width}; set image_size with resize_method "
+                                "'resize' or 'crop' to use slices of several sizes")
+            if image_size and (header.height, header.width) != (image_size, image_size):
+                raise DataError(f"{path} is {header.height}x{header.width}, expected {image_size}x{image_size} "
+                                "(resize_method is 'none')")
+        height, width = first.height, first.width
+    else:
+        if not image_size:
+            if len(sizes) > 1:
+                raise DataError(f"slices of several sizes {sorted(sizes)} in {folder.root}; set image_size")
+            height, width = next(iter(sizes))
+        else:
+            height = width = int(image_size)
+    mask_paths = [folder.mask_for(split, p) for p in scan.paths] if include_masks else None
+    return SplitSource(split, scan.paths, mask_paths, (height, width, 1), scan.skipped, folder.synthetic)
+
+
+def _load_uint8(path, shape: tuple[int, int, int], resize_method: str):
+    import tensorflow as tf
+
+    image = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint8)
+    height, width = shape[0], shape[1]
+    if resize_method == "crop":
+        image = tf.image.resize_with_crop_or_pad(image, height, width)
+    elif resize_method == "resize":
+        image = tf.cond(
+            tf.reduce_all(tf.shape(image)[:2] == (height, width)),
+            lambda: image,
+            lambda: tf.cast(tf.round(tf.clip_by_value(
+                tf.image.resize(image, (height, width), antialias=True), 0.0, 255.0)), tf.uint8))
+    return tf.ensure_shape(image, shape)
+
+
+def _load_mask(path, shape: tuple[int, int, int], resize_method: str):
+    import tensorflow as tf
+
+    mask = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint8)
+    if resize_method == "crop":
+        mask = tf.image.resize_with_crop_or_pad(mask, shape[0], shape[1])
+    elif resize_method == "resize":
+        mask = tf.image.resize(mask, shape[:2], method="nearest")
+    return tf.ensure_shape(tf.cast(mask, tf.uint8), shape)
+
+
+def make_dataset(source: SplitSource, batch_size: int, training: bool = False, cache: bool = True,
+                 shuffle_buffer: int = 4096, seed: int = 0, deterministic: bool = False,
+                 resize_method: str = "resize", repeat: bool = False, drop_remainder: bool = False,
+                 with_paths: bool = False):
+    """Streams a validated split as batches of float32 images in [0, 1], NHWC.
+
+    Decoded slices are cached in memory as uint8 (a quarter of float32's footprint); the
+    float conversion runs per batch after the cache. Only the training split is shuffled.
+
+    Args:
+        source: from ``resolve_split``.
+        batch_size: images per batch.
+        training: shuffle (reshuffled every epoch from ``seed``).
+        cache: keep decoded uint8 slices in memory after the first pass.
+        shuffle_buffer: shuffle buffer in images (capped at the split size).
+        seed: shuffle seed.
+        deterministic: fixed element order in the parallel decode of the training split
+            (evaluation splits always keep file order).
+        resize_method: as in ``resolve_split``.
+        repeat: repeat forever (for ``steps_per_epoch``).
+        drop_remainder: drop a final short batch.
+        with_paths: yield ``(images, paths)`` so outputs can be matched to files.
+
+    Returns:
+        A ``tf.data.Dataset`` of ``images`` [B, H, W, 1] float32, or ``(images, masks)`` when the
+        source has masks (masks uint8 [B, H, W, 1]), or with paths appended when asked.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ordered = deterministic or not training
+    columns = [source.paths] + ([source.mask_paths] if source.mask_paths is not None else [])
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(columns) if len(columns) > 1 else columns[0])
+
+    def load(*paths):
+        loaded = [_load_uint8(paths[0], source.shape, resize_method)]
+        if len(paths) > 1:
+            loaded.append(_load_mask(paths[1], source.shape, resize_method))
+        if with_paths:
+            loaded.append(paths[0])
+        return tuple(loaded) if len(loaded) > 1 else loaded[0]
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
+    if cache:
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(min(max(shuffle_buffer, 1), len(source)), seed=seed,
+                                  reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    def to_float(images, *rest):
+        images = tf.cast(images, tf.float32) * (1.0 / 255.0)
+        return (images, *rest) if rest else images
+
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def load_split(data_config, split: str, batch_size: int, training: bool = False, seed: int = 0,
+               repeat: bool = False, drop_remainder: bool = False, with_paths: bool = False,
+               folder: SliceFolder | None = None):
+    """Finds, validates and streams one split as configured by a ``DataConfig``.
+
+    Returns:
+        ``(dataset, source)``: the ``tf.data.Dataset`` and its ``SplitSource``.
+    """
+    if folder is None:
+        folder = find_slices(data_config.data_dir, data_config.validate_fraction, data_config.test_fraction,
+                             data_config.split_seed)
+    source = resolve_split(folder, split, data_config.image_size, data_config.resize_method,
+                           data_config.on_bad_file, data_config.include_masks)
+    dataset = make_dataset(source, batch_size, training=training, cache=data_config.cache,
+                           shuffle_buffer=data_config.shuffle_buffer, seed=seed,
+                           deterministic=data_config.deterministic, resize_method=data_config.resize_method,
+                           repeat=repeat, drop_remainder=drop_remainder, with_paths=with_paths)
+    return dataset, source
+
+
+# ----------------------------------------------------------------------------- inspection
+
+def summarize(data_dir: str, on_bad_file: str = "skip", background_threshold: int = 5,
+              splits: Iterable[str] = SPLITS) -> dict:
+    """Per-split summary of a data folder: counts, subjects, shape, range, background fraction.
+
+    Args:
+        data_dir: OASIS-layout or flat folder.
+        on_bad_file: ``"skip"`` lists bad files under ``"skipped"``; ``"error"`` raises.
+        background_threshold: pixel values (0-255) at or below this count as background.
+
+    Returns:
+        ``{split: {...}, "skipped": [{"path", "reason"}], "layout": ..., "synthetic": bool}``.
+    """
+    import tensorflow as tf
+
+    folder = find_slices(data_dir)
+    summary: dict = {"layout": folder.layout, "synthetic": folder.synthetic, "skipped": []}
+    for split in splits:
+        if split not in folder.files:
+            summary[split] = {"count": 0, "missing": True}
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scan = scan_files(folder.files[split], folder.root, on_bad_file)
+        summary["skipped"].extend(scan.skipped)
+        if not scan.paths:
+            summary[split] = {"count": 0, "subjects": 0}
+            continue
+        sizes = sorted({(h.height, h.width, 1) for h in scan.headers})
+        lowest, highest, background, total = 255, 0, 0, 0
+        dataset = tf.data.Dataset.from_tensor_slices(scan.paths).map(
+            lambda p: tf.io.decode_png(tf.io.read_file(p), channels=1), num_parallel_calls=tf.data.AUTOTUNE)
+        for image in dataset.as_numpy_iterator():
+            lowest, highest = min(lowest, int(image.min())), max(highest, int(image.max()))
+            background += int((image <= background_threshold).sum())
+            total += image.size
+        summary[split] = {
+            "count": len(scan.paths),
+            "subjects": len({subject_of(p) for p in scan.paths}),
+            "shape": list(sizes[0]) if len(sizes) == 1 else [list(s) for s in sizes],
+            "dtype": "uint16" if any(h.bit_depth == 16 for h in scan.headers) else "uint8",
+            "value_range": [lowest, highest],
+            "background_fraction": round(background / total, 4),
+            "folder": os.path.dirname(scan.paths[0]),
+        }
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    label = " (SYNTHETIC phantom data)" if summary["synthetic"] else ""
+    print(f"layout: {summary['layout']}{label}")
+    print(f"{'split':<10}{'images':>8}{'subjects':>10}  {'shape':<16}{'dtype':<8}{'range':<12}{'background':>10}")
+    for split in SPLITS:
+        info = summary.get(split, {})
+        if info.get("missing"):
+            print(f"{split:<10}{'missing':>8}")
+            continue
+        if not info.get("count"):
+            print(f"{split:<10}{0:>8}")
+            continue
+        print(f"{split:<10}{info['count']:>8}{info['subjects']:>10}  {str(tuple(info['shape'])):<16}"
+              f"{info['dtype']:<8}{str(info['value_range']):<12}{info['background_fraction']:>10.3f}")
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} files:")
+        for item in summary["skipped"]:
+            print(f"  {item['path']}: {item['reason']}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m oasis_gen.data",
+                                     description="Summarise an OASIS-layout (or flat) folder of PNG slices.")
+    parser.add_argument("data_dir", help="data folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--on_bad_file", choices=("skip", "error"), default="skip",
+                        help="list undecodable files (skip) or stop at the first (error)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = summarize(args.data_dir, on_bad_file=args.on_bad_file)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Run directories and stage bookkeeping.
+
+A run directory holds everything a later step needs (see DESIGN.md §1)::
+
+    runs/<name>/config.json     the full resolved configuration
+    runs/<name>/data/           the built-in phantom data, when no --data was given
+    runs/<name>/<stage>/        each stage's outputs; <stage>/COMPLETE is written last
+
+A stage is complete only once its marker exists, and the marker is written after every output
+is in place, so an interrupted stage is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+
+from oasis_gen import config as config_lib
+from oasis_gen.fileio import atomic_write_json
+
+COMPLETE = "COMPLETE"
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked; the message says why."""
+
+
+class ConfigConflict(RunError):
+    """Flags given now disagree with the configuration stored in the run directory."""
+
+
+@dataclasses.dataclass
+class Run:
+    """A run directory and its resolved configuration."""
+
+    path: str
+    config: config_lib.Config
+
+    def stage_dir(self, stage: str) -> str:
+        folder = os.path.join(self.path, stage)
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    def is_complete(self, stage: str) -> bool:
+        return os.path.exists(os.path.join(self.path, stage, COMPLETE))
+
+    def mark_complete(self, stage: str, summary: dict | None = None) -> None:
+        """Marks ``stage`` finished; call only after all its outputs are written."""
+        values = {"finished": datetime.datetime.now().isoformat(timespec="seconds"), **(summary or {})}
+        atomic_write_json(os.path.join(self.stage_dir(stage), COMPLETE), values)
+
+    def clear_complete(self, stage: str) -> None:
+        marker = os.path.join(self.path, stage, COMPLETE)
+        if os.path.exists(marker):
+            os.remove(marker)
+
+    def require(self, stage: str, needed_by: str) -> None:
+        """Raises RunError naming ``stage`` when it has not finished in this run."""
+        if not self.is_complete(stage):
+            raise RunError(f"{self.path} has no finished '{stage}' stage, which '{needed_by}' needs; "
+                           f"run `python train.py {stage} --run_dir {self.path}` first")
+
+    def save_config(self) -> None:
+        config_lib.save_config(self.config, os.path.join(self.path, "config.json"))
+
+
+def default_run_dir() -> str:
+    return os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def _diff(stored, wanted, prefix: str) -> list[str]:
+    differences = []
+    for field in dataclasses.fields(stored):
+        old, new = getattr(stored, field.name), getattr(wanted, field.name)
+        if dataclasses.is_dataclass(old):
+            differences += _diff(old, new, f"{prefix}{field.name}.")
+        elif old != new:
+            differences.append(f"{prefix}{field.name}: stored {old!r}, given {new!r}")
+    return differences
+
+
+def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], override: bool = False,
+             create: bool = True) -> Run:
+    """Opens (or creates) a run directory and resolves its configuration.
+
+    A new run starts from the preset (``quick`` when none is given) with ``overrides`` applied.
+    An existing run starts from its stored ``config.json``; flags that disagree with it are
+    refused with a list of the conflicts unless ``override`` is set, in which case the merge
+    is applied and reported.
+
+    Args:
+        run_dir: the run directory.
+        preset_name: preset for a new run (for an existing one it must match or be None).
+        overrides: section name -> {field: value} given on the command line.
+        override: accept flags that change the stored configuration.
+        create: create the directory when missing (else RunError).
+
+    Raises:
+        RunError: missing run directory with ``create=False``.
+        ConfigConflict: flags that disagree with the stored configuration.
+    """
+    path = os.path.abspath(run_dir)
+    stored_path = os.path.join(path, "config.json")
+    if os.path.exists(stored_path):
+        stored = config_lib.load_config(stored_path)
+        resolved = _apply(stored, overrides)
+        conflicts = _diff(stored, resolved, "")
+        if preset_name and preset_name != stored.preset:
+            conflicts.insert(0, f"preset: stored {stored.preset!r}, given {preset_name!r}")
+        if conflicts and not override:
+            raise ConfigConflict(f"flags conflict with the configuration stored in {stored_path}:\n  "
+                                 + "\n  ".join(conflicts)
+                                 + "\nre-run without them, or add --override to replace the stored values")
+        if conflicts:
+            print("overriding the stored configuration:\n  " + "\n  ".join(conflicts))
+        run = Run(path, resolved)
+        if conflicts:
+            run.save_config()
+        return run
+    if not create:
+        raise RunError(f"{path} is not a run directory (no config.json)")
+    os.makedirs(path, exist_ok=True)
+    run = Run(path, _apply(config_lib.preset(preset_name or "quick"), overrides))
+    run.save_config()
+    return run
+
+
+def _apply(config: config_lib.Config, overrides: dict[str, dict]) -> config_lib.Config:
+    sections = {}
+    for section, given in overrides.items():
+        if given:
+            sections[section] = config_lib.apply_flags(getattr(config, section), given)
+    return dataclasses.replace(config, **sections)
+
+
+class StageTimer:
+    """Wall-clock seconds per stage, for the final summary table."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, function, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.seconds[name] = time.perf_counter() - start
+
+
+def read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,0 +1,37 @@
+"""Shared fixtures: small synthetic data made on the fly (the tests never read ../shared)."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory):
+    """A 6-subject, 4-slice, 64x64 phantom data set in the OASIS layout (with masks)."""
+    from oasis_gen.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom(str(root), num_subjects=6, slices_per_subject=4, size=64, seed=3)
+    return str(root)
+
+
+def write_png(path, array):
+    """Writes ``array`` (uint8/uint16, HxW or HxWxC) as a PNG, creating folders."""
+    import imageio.v3 as iio
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    iio.imwrite(path, np.asarray(array))
+    return str(path)
+
+
+def make_flat_folder(root, subjects=5, slices=3, size=32, seed=0):
+    """A flat folder of case_NNN_slice_S.nii.png files with random content."""
+    rng = np.random.default_rng(seed)
+    for case in range(1, subjects + 1):
+        for index in range(slices):
+            write_png(os.path.join(root, f"case_{case:03d}_slice_{index}.nii.png"),
+                      rng.integers(0, 256, size=(size, size), dtype=np.uint8))
+    return str(root)
