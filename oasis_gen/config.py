@@ -57,7 +57,6 @@ class DataConfig:
 class VQVAEConfig:
     """Hierarchical VQ-VAE-2 (Razavi et al. 2019) sizes; code grid sizes derive from these."""
 
-    levels: int = _field(2, "1: one 64x64 code map (single-level VQ-VAE); 2: bottom and top levels", choices=(1, 2))
     num_hiddens: int = _field(128, "channels of the encoders and decoders")
     num_residual_layers: int = _field(2, "residual blocks per encoder/decoder stack")
     num_residual_hiddens: int = _field(32, "bottleneck channels inside a residual block")
@@ -67,7 +66,8 @@ class VQVAEConfig:
     decay: float = _field(0.99, "EMA decay of the codebook statistics")
     epsilon: float = _field(1e-5, "Laplace smoothing of the EMA cluster sizes")
     dead_code_threshold: float = _field(
-        0.03, "a code whose EMA count falls below this is re-seeded from encoder outputs (0 disables)")
+        1.0, "a code whose EMA count (vectors per step) falls below this is re-seeded from encoder outputs "
+             "(0 disables)")
     data_variance: float = _field(0.0, "variance of training pixels for the loss (0: measured from the data)")
 
 
@@ -168,13 +168,13 @@ def _preset_cpu() -> Config:
     return Config(
         preset="cpu",
         data=DataConfig(image_size=256),
-        vqvae=VQVAEConfig(num_hiddens=64, num_residual_layers=2, num_residual_hiddens=32,
+        vqvae=VQVAEConfig(num_hiddens=128, num_residual_layers=2, num_residual_hiddens=32,
                           num_embeddings=512, embedding_dim=64),
         top_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=1,
                               num_heads=4, dropout=0.1),
         bottom_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=0,
                                  num_heads=4, num_conditioning_layers=2, dropout=0.1),
-        vqvae_train=TrainConfig(batch_size=16, epochs=40, learning_rate=1e-3, time_limit_minutes=44.0),
+        vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=44.0),
         prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
     )
 

@@ -6,6 +6,7 @@ data set is written into the run directory and used (outputs say so).
 
 Stages:
     data    write the phantom data (when no --data) and summarise the data folder
+    vqvae   train the hierarchical VQ-VAE-2 (stage 1) and evaluate it on the test split
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Sequence
 from oasis_gen import config as config_lib
 from oasis_gen import pipeline
 
-STAGES = ("data",)
+STAGES = ("data", "vqvae")
 _STAGE_SECTIONS = {
     "data": (("data", config_lib.DataConfig),),
+    "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
+              ("vqvae_train", config_lib.TrainConfig)),
 }
 
 
@@ -69,25 +72,10 @@ def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
     return overrides
 
 
-def stage_data(run: pipeline.Run, force: bool = False) -> dict:
-    """Writes the phantom data when no data folder is configured, then summarises the data."""
-    from oasis_gen import data, phantom
-
-    if run.config.data.data_dir is None:
-        target = os.path.join(run.path, "data")
-        if force or not os.path.exists(os.path.join(target, data.PHANTOM_MARKER)):
-            print(f"no --data given: writing the built-in SYNTHETIC phantom data to {target}")
-            phantom.write_phantom(target, num_subjects=40, slices_per_subject=32, progress=True)
-        run.config.data.data_dir = target
-        run.save_config()
-    summary = data.summarize(run.config.data.data_dir)
-    data._print_summary(summary)
-    return {"data_dir": run.config.data.data_dir, "synthetic": summary["synthetic"],
-            **{split: summary[split].get("count", 0) for split in data.SPLITS}}
-
-
 def _stage_functions():
-    return {"data": stage_data}
+    from oasis_gen import stages
+
+    return {"data": stages.stage_data, "vqvae": stages.stage_vqvae}
 
 
 def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
@@ -130,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         run_stages(run, stages, args.force)
         print(f"total {time.perf_counter() - start:.1f} s")
-    except (DataError, pipeline.RunError, ValueError) as error:
+    except (DataError, pipeline.RunError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

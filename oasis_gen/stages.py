@@ -1,0 +1,165 @@
+"""The pipeline's stages. Each takes a ``pipeline.Run`` and returns a summary dict.
+
+Stage outputs go to ``<run>/<stage>/``; the caller marks the stage complete only after the
+function returns, so an interrupted stage is resumed (from its last checkpoint) or redone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from oasis_gen import data
+from oasis_gen.fileio import atomic_write_json
+from oasis_gen.pipeline import Run
+
+PHANTOM_SUBJECTS = 40
+PHANTOM_SLICES = 32
+
+
+def _slices(run: Run) -> data.SliceFolder:
+    cfg = run.config.data
+    return data.find_slices(cfg.data_dir, cfg.validate_fraction, cfg.test_fraction, cfg.split_seed)
+
+
+def stage_data(run: Run, force: bool = False) -> dict:
+    """Writes the phantom data when no data folder is configured, then summarises the data."""
+    from oasis_gen import phantom
+
+    if run.config.data.data_dir is None:
+        target = os.path.join(run.path, "data")
+        if force or not os.path.exists(os.path.join(target, data.PHANTOM_MARKER)):
+            print(f"no --data given: writing the built-in SYNTHETIC phantom data to {target}")
+            phantom.write_phantom(target, num_subjects=PHANTOM_SUBJECTS, slices_per_subject=PHANTOM_SLICES,
+                                  progress=True)
+        run.config.data.data_dir = target
+        run.save_config()
+    summary = data.summarize(run.config.data.data_dir)
+    data._print_summary(summary)
+    return {"data_dir": run.config.data.data_dir, "synthetic": summary["synthetic"],
+            **{split: summary[split].get("count", 0) for split in data.SPLITS}}
+
+
+def _verbosity() -> int:
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _pixel_variance(dataset) -> float:
+    total, total_sq, count = 0.0, 0.0, 0
+    for images in dataset:
+        values = images.numpy().astype(np.float64)
+        total += values.sum()
+        total_sq += np.square(values).sum()
+        count += values.size
+    mean = total / count
+    return float(total_sq / count - mean * mean)
+
+
+def _preview_images(source: data.SplitSource, count: int = 8) -> np.ndarray:
+    """``count`` slices spread evenly over a split (several subjects and slice levels)."""
+    picks = np.linspace(0, len(source) - 1, num=min(count, len(source))).round().astype(int)
+    subset = data.SplitSource(source.split, [source.paths[i] for i in picks], None, source.shape, [],
+                              source.synthetic)
+    return np.concatenate([b.numpy() for b in data.make_dataset(subset, batch_size=count, cache=False)])
+
+
+class _ReconstructionGrid:
+    """Keras callback factory: inputs over reconstructions of fixed validation slices, per epoch."""
+
+    @staticmethod
+    def make(images: np.ndarray, folder: str, synthetic: bool):
+        import keras
+
+        from oasis_gen.training import image_grid
+
+        class ReconstructionGrid(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                reconstructions = self.model(images, training=False).numpy()
+                label = f"epoch {epoch + 1}: inputs (top) over reconstructions (bottom)"
+                image_grid([images, reconstructions], os.path.join(folder, f"reconstructions_epoch_{epoch + 1:03d}.png"),
+                           label=label + (" - SYNTHETIC phantom data" if synthetic else ""))
+
+        return ReconstructionGrid()
+
+
+def stage_vqvae(run: Run, force: bool = False) -> dict:
+    """Trains the VQ-VAE-2 (resuming from its last checkpoint), keeps the best by validation SSIM,
+    and writes test-split metrics to ``vqvae/metrics.json``."""
+    import keras
+
+    from oasis_gen import metrics, training
+    from oasis_gen.vqvae import build_vqvae
+
+    cfg, train_cfg = run.config, run.config.vqvae_train
+    folder = run.stage_dir("vqvae")
+    plots = os.path.join(folder, "plots")
+    keras.utils.set_random_seed(train_cfg.seed)
+    slices = _slices(run)
+    repeat = train_cfg.steps_per_epoch > 0
+    train_ds, train_source = data.load_split(cfg.data, "train", train_cfg.batch_size, training=True,
+                                             seed=train_cfg.seed, repeat=repeat, drop_remainder=True,
+                                             folder=slices)
+    val_ds, val_source = data.load_split(cfg.data, "validate", train_cfg.batch_size, folder=slices)
+    if len(train_source) < train_cfg.batch_size:
+        raise data.DataError(f"the train split has {len(train_source)} slices, fewer than batch_size "
+                             f"{train_cfg.batch_size}")
+    state = None if force else training.read_checkpoint_state(folder)
+    if state is not None:
+        print(f"resuming stage 1 from {folder}/checkpoint.keras after epoch {state['epoch']}")
+        model = training.load_model(os.path.join(folder, "checkpoint.keras"))
+    else:
+        variance = cfg.vqvae.data_variance or _pixel_variance(
+            data.make_dataset(train_source, 64, cache=False, resize_method=cfg.data.resize_method))
+        model = build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
+        model.compile(optimizer=keras.optimizers.Adam(train_cfg.learning_rate), jit_compile=train_cfg.jit_compile)
+        for stale in ("history.csv", "model.keras"):
+            if os.path.exists(os.path.join(folder, stale)):
+                os.remove(os.path.join(folder, stale))
+    history_path = os.path.join(folder, "history.csv")
+    non_finite = training.StopOnNonFinite()
+    time_limit = training.TimeLimit(train_cfg.time_limit_minutes)
+    callbacks = [
+        non_finite,
+        training.StageCheckpoint(folder, "val_ssim", "max", best=state["best"] if state else None),
+        keras.callbacks.CSVLogger(history_path, append=state is not None),
+        keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
+        _ReconstructionGrid.make(_preview_images(val_source), plots, train_source.synthetic),
+        training.CurvePlot(history_path, os.path.join(plots, "curves.png"), [
+            ("loss", ["loss", "reconstruction_loss"]), ("validation SSIM / PSNR", ["ssim"]),
+            ("codebook usage", ["top_usage", "bottom_usage"])]),
+        time_limit,
+    ]
+    start = time.perf_counter()
+    initial_epoch = state["epoch"] if state else 0
+    if initial_epoch < train_cfg.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity())
+    train_seconds = time.perf_counter() - start
+    if non_finite.failed_at is not None:
+        raise training.NonFiniteLoss(
+            f"stage 1 loss became NaN/Inf at training step {non_finite.failed_at} of this session; "
+            f"the last good checkpoint {folder}/checkpoint.keras is kept. Try a lower --learning_rate.")
+    best = training.load_model(os.path.join(folder, "model.keras"))
+    test_ds, test_source = data.load_split(cfg.data, "test", train_cfg.batch_size, folder=slices)
+    results = metrics.evaluate_reconstruction(best, test_ds)
+    history = training.read_history(history_path)
+    results.update({
+        "split": "test", "data_dir": cfg.data.data_dir, "synthetic_data": test_source.synthetic,
+        "epochs_trained": len(history.get("epoch", [])), "train_seconds_this_session": round(train_seconds, 1),
+        "stopped_by_time_limit": time_limit.reached, "parameters": int(best.count_params()),
+    })
+    atomic_write_json(os.path.join(folder, "metrics.json"), results)
+    preview = _preview_images(test_source)
+    training.image_grid([preview, np.clip(best(preview).numpy(), 0, 1)],
+                        os.path.join(plots, "reconstructions_test.png"),
+                        label="test slices (top) and reconstructions (bottom)"
+                              + (" - SYNTHETIC phantom data" if test_source.synthetic else ""))
+    print(f"stage 1 test metrics: SSIM {results['ssim_mean']:.4f} +- {results['ssim_std']:.4f} "
+          f"(min {results['ssim_min']:.4f}), MS-SSIM {results['ms_ssim_mean']:.4f}, "
+          f"PSNR {results['psnr_mean']:.2f} dB; codes used top {results['top']['usage']:.1%}, "
+          f"bottom {results['bottom']['usage']:.1%}")
+    return {key: results[key] for key in ("ssim_mean", "psnr_mean")} | {
+        "top_usage": results["top"]["usage"], "bottom_usage": results["bottom"]["usage"]}
