@@ -4,12 +4,16 @@ Every speed figure in the README comes from this module, with the command that p
 
 - ``data``: images/second of the tf.data pipeline for a full pass over the training split,
   cold (decoding PNGs) and cached (decoded uint8 slices in memory).
+- ``train``: VQ-VAE-2 training images/second (median of timed steps after warm-up, the real
+  ``VQVAE2.fit`` on a tf.data pipeline of phantom slices), FLOPs per training image, the fraction
+  of this machine's measured float32 matmul peak that reaches, and peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -58,6 +62,83 @@ def bench_data(data_dir: str, batch_size: int = 32, image_size: int = 256, split
     }
 
 
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine in GFLOP/s (best of ``repeats``)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    multiply = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    multiply(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        multiply(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def forward_gflops(model, image_size: int) -> float:
+    """Forward-pass GFLOPs of one image, counted by TensorFlow's graph profiler."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    function = tf.function(lambda images: model(images, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec((1, image_size, image_size, 1), tf.float32))
+    options = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation()
+                                                  ).with_empty_output().build()
+    profile = model_analyzer.profile(concrete.graph, options=options)
+    return profile.total_float_ops / 1e9
+
+
+def bench_train(preset_name: str, batch_size: int, steps: int = 20, warmup: int = 5, jit_compile: bool = False,
+                image_size: int | None = None) -> dict:
+    """Times ``VQVAE2.fit`` steps of a preset's model on phantom slices streamed by tf.data.
+
+    Returns:
+        ``images_per_s`` (median step), ``gflop_per_image`` (3x the forward pass: forward and
+        backward), ``peak_fraction`` (of the measured matmul peak), ``peak_rss_mib`` and context.
+    """
+    import tempfile
+
+    import keras
+    import numpy as np
+
+    from oasis_gen import config, data, phantom
+    from oasis_gen.vqvae import build_vqvae
+
+    cfg = config.preset(preset_name)
+    size = image_size or cfg.data.image_size
+    with tempfile.TemporaryDirectory() as folder:
+        phantom.write_phantom(folder, num_subjects=4, slices_per_subject=max(8, batch_size // 2), size=size)
+        source = data.resolve_split(data.find_slices(folder), "train", image_size=size)
+        dataset = data.make_dataset(source, batch_size, training=True, repeat=True, drop_remainder=True)
+        model = build_vqvae(cfg.vqvae, size, data_variance=0.06)
+        model.compile(optimizer=keras.optimizers.Adam(3e-4), jit_compile=jit_compile)
+        times: list[float] = []
+
+        class StepTimer(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                times.append(time.perf_counter() - self.start)
+
+        model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[StepTimer()])
+    step_seconds = float(np.median(times[warmup:]))
+    images_per_s = batch_size / step_seconds
+    gflop_per_image = 3.0 * forward_gflops(model, size)
+    peak = matmul_peak_gflops()
+    return {
+        "preset": preset_name, "batch_size": batch_size, "image_size": size, "jit_compile": jit_compile,
+        "images_per_s": round(images_per_s, 2), "gflop_per_image": round(gflop_per_image, 2),
+        "achieved_gflops": round(images_per_s * gflop_per_image, 1), "matmul_peak_gflops": round(peak, 1),
+        "peak_fraction": round(images_per_s * gflop_per_image / peak, 3),
+        "parameters": int(model.count_params()), "timed_steps": steps, "peak_rss_mib": round(peak_rss_mib(), 1),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+    }
+
+
 def _print_table(title: str, results: dict) -> None:
     print(title)
     for key, value in results.items():
@@ -73,6 +154,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data_parser.add_argument("--image_size", type=int, default=256)
     data_parser.add_argument("--split", default="train", choices=("train", "validate", "test"))
     data_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    train_parser = commands.add_parser("train", help="VQ-VAE-2 training images/second, FLOPs, peak fraction")
+    train_parser.add_argument("--preset", default="oasis", choices=("quick", "cpu", "oasis"))
+    train_parser.add_argument("--batch_size", type=int, default=8)
+    train_parser.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
+    train_parser.add_argument("--warmup", type=int, default=5)
+    train_parser.add_argument("--jit_compile", action="store_true", help="compile the train step with XLA")
+    train_parser.add_argument("--image_size", type=int, default=None, help="override the preset's image size")
+    train_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser.parse_args(argv)
 
 
@@ -84,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "data":
             results = bench_data(args.data, args.batch_size, args.image_size, args.split)
             title = f"tf.data pipeline, {args.split} split of {args.data}"
+        elif args.command == "train":
+            results = bench_train(args.preset, args.batch_size, args.steps, args.warmup, args.jit_compile,
+                                  args.image_size)
+            title = f"VQ-VAE-2 training, preset {args.preset}, batch {args.batch_size}"
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -110,7 +110,8 @@ class Config:
     top_prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     bottom_prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     vqvae_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    top_prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    bottom_prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict:
@@ -160,7 +161,8 @@ def _preset_quick() -> Config:
         bottom_prior=PriorConfig(hidden_channels=32, num_layers=4, kernel_size=3, num_attention_blocks=0,
                                  num_heads=2, num_conditioning_layers=1, dropout=0.0),
         vqvae_train=TrainConfig(batch_size=16, epochs=6, learning_rate=1e-3, checkpoint_every_steps=100),
-        prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3, checkpoint_every_steps=100),
+        top_prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3, checkpoint_every_steps=100),
+        bottom_prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3, checkpoint_every_steps=100),
     )
 
 
@@ -175,7 +177,8 @@ def _preset_cpu() -> Config:
         bottom_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=0,
                                  num_heads=4, num_conditioning_layers=2, dropout=0.1),
         vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=44.0),
-        prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
+        top_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
+        bottom_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
     )
 
 
@@ -190,7 +193,8 @@ def _preset_oasis() -> Config:
         bottom_prior=PriorConfig(hidden_channels=256, num_layers=20, kernel_size=5, num_attention_blocks=0,
                                  num_heads=8, num_conditioning_layers=10, dropout=0.1),
         vqvae_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
-        prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
+        top_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
+        bottom_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
     )
 
 

@@ -17,11 +17,16 @@ import datetime
 import json
 import os
 import time
+from typing import Sequence
 
 from oasis_gen import config as config_lib
 from oasis_gen.fileio import atomic_write_json
 
 COMPLETE = "COMPLETE"
+# The stages whose results depend on each config section: once one has started, the section is locked.
+SECTION_OWNERS = {"data": ("data", "vqvae", "codes"), "vqvae": ("vqvae",), "vqvae_train": ("vqvae",),
+                  "top_prior": ("prior_top",), "top_prior_train": ("prior_top",),
+                  "bottom_prior": ("prior_bottom",), "bottom_prior_train": ("prior_bottom",)}
 
 
 class RunError(RuntimeError):
@@ -51,6 +56,11 @@ class Run:
         """Marks ``stage`` finished; call only after all its outputs are written."""
         values = {"finished": datetime.datetime.now().isoformat(timespec="seconds"), **(summary or {})}
         atomic_write_json(os.path.join(self.stage_dir(stage), COMPLETE), values)
+
+    def has_started(self, stage: str) -> bool:
+        """True once ``stage`` has a checkpoint or has finished."""
+        folder = os.path.join(self.path, stage)
+        return any(os.path.exists(os.path.join(folder, name)) for name in (COMPLETE, "checkpoint.json"))
 
     def clear_complete(self, stage: str) -> None:
         marker = os.path.join(self.path, stage, COMPLETE)
@@ -83,13 +93,14 @@ def _diff(stored, wanted, prefix: str) -> list[str]:
 
 
 def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], override: bool = False,
-             create: bool = True) -> Run:
+             create: bool = True, unlocked: Sequence[str] = ()) -> Run:
     """Opens (or creates) a run directory and resolves its configuration.
 
     A new run starts from the preset (``quick`` when none is given) with ``overrides`` applied.
-    An existing run starts from its stored ``config.json``; flags that disagree with it are
-    refused with a list of the conflicts unless ``override`` is set, in which case the merge
-    is applied and reported.
+    An existing run starts from its stored ``config.json``. Flags may freely set the sections of
+    stages that have not started yet (the change is reported); flags that disagree with the
+    settings of a started or finished stage are refused with a list of the conflicts, unless
+    ``override`` is set or the stage is in ``unlocked`` (being redone from scratch).
 
     Args:
         run_dir: the run directory.
@@ -97,6 +108,7 @@ def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], 
         overrides: section name -> {field: value} given on the command line.
         override: accept flags that change the stored configuration.
         create: create the directory when missing (else RunError).
+        unlocked: stages being redone, whose settings may change.
 
     Raises:
         RunError: missing run directory with ``create=False``.
@@ -107,7 +119,13 @@ def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], 
     if os.path.exists(stored_path):
         stored = config_lib.load_config(stored_path)
         resolved = _apply(stored, overrides)
-        conflicts = _diff(stored, resolved, "")
+        probe = Run(path, stored)
+        changes = _diff(stored, resolved, "")
+        locked = {section for section, stages in SECTION_OWNERS.items()
+                  if any(probe.has_started(stage) and stage not in unlocked for stage in stages)}
+        conflicts = [change for change in changes if change.split(".")[0] in locked]
+        if changes and not conflicts:
+            print("updating settings of stages not started yet:\n  " + "\n  ".join(changes))
         if preset_name and preset_name != stored.preset:
             conflicts.insert(0, f"preset: stored {stored.preset!r}, given {preset_name!r}")
         if conflicts and not override:
@@ -117,7 +135,7 @@ def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], 
         if conflicts:
             print("overriding the stored configuration:\n  " + "\n  ".join(conflicts))
         run = Run(path, resolved)
-        if conflicts:
+        if changes:
             run.save_config()
         return run
     if not create:

@@ -163,3 +163,118 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
           f"bottom {results['bottom']['usage']:.1%}")
     return {key: results[key] for key in ("ssim_mean", "psnr_mean")} | {
         "top_usage": results["top"]["usage"], "bottom_usage": results["bottom"]["usage"]}
+
+
+def load_vqvae(run: Run):
+    """The run's best VQ-VAE-2 (requires a finished vqvae stage)."""
+    from oasis_gen import training
+
+    run.require("vqvae", "this stage")
+    return training.load_model(os.path.join(run.path, "vqvae", "model.keras"))
+
+
+def stage_codes(run: Run, force: bool = False) -> dict:
+    """Encodes every split with the trained VQ-VAE-2 into ``codes/{split}.npz``."""
+    from oasis_gen import codes as codes_lib
+
+    model = load_vqvae(run)
+    folder = run.stage_dir("codes")
+    slices = _slices(run)
+    summary = {}
+    for split in data.SPLITS:
+        dataset, source = data.load_split(run.config.data, split, 32, with_paths=True, folder=slices)
+        codes = codes_lib.encode_dataset(model, dataset, description=f"encoding {split}")
+        codes_lib.save_codes(os.path.join(folder, f"{split}.npz"), codes)
+        summary[split] = int(len(codes["files"]))
+        print(f"[codes] {split}: {len(codes['files'])} slices -> top {codes['top'].shape[1:]}, "
+              f"bottom {codes['bottom'].shape[1:]}")
+    return summary
+
+
+def _prior_stage(level: str):
+    def stage(run: Run, force: bool = False) -> dict:
+        return train_prior(run, level, force)
+
+    stage.__name__ = f"stage_prior_{level}"
+    return stage
+
+
+def train_prior(run: Run, level: str, force: bool = False) -> dict:
+    """Trains the ``level`` prior on the extracted codes; ``prior_{level}/metrics.json`` holds bits per code."""
+    import keras
+
+    from oasis_gen import codes as codes_lib
+    from oasis_gen import training
+    from oasis_gen.prior import build_prior
+
+    run.require("codes", f"prior_{level}")
+    vqvae = load_vqvae(run)
+    num_embeddings = vqvae.num_embeddings
+    train_cfg = getattr(run.config, f"{level}_prior_train")
+    prior_cfg = run.config.top_prior if level == "top" else run.config.bottom_prior
+    folder = run.stage_dir(f"prior_{level}")
+    keras.utils.set_random_seed(train_cfg.seed)
+    splits = {split: codes_lib.load_codes(os.path.join(run.path, "codes", f"{split}.npz"), num_embeddings)
+              for split in data.SPLITS}
+    if len(splits["train"]["top"]) < train_cfg.batch_size:
+        raise data.DataError(f"{len(splits['train']['top'])} training code maps are fewer than batch_size "
+                             f"{train_cfg.batch_size}")
+    train_ds = codes_lib.code_dataset(splits["train"], level, train_cfg.batch_size, training=True, seed=train_cfg.seed)
+    if train_cfg.steps_per_epoch:
+        train_ds = train_ds.repeat()
+    val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size)
+    state = None if force else training.read_checkpoint_state(folder)
+    if state is not None:
+        print(f"resuming the {level} prior from {folder}/checkpoint.keras after epoch {state['epoch']}")
+        model = training.load_model(os.path.join(folder, "checkpoint.keras"))
+    else:
+        model = build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid)
+        model.compile(optimizer=keras.optimizers.Adam(train_cfg.learning_rate), jit_compile=train_cfg.jit_compile)
+        for stale in ("history.csv", "model.keras"):
+            if os.path.exists(os.path.join(folder, stale)):
+                os.remove(os.path.join(folder, stale))
+    history_path = os.path.join(folder, "history.csv")
+    non_finite = training.StopOnNonFinite()
+    time_limit = training.TimeLimit(train_cfg.time_limit_minutes)
+    callbacks = [
+        non_finite,
+        training.StageCheckpoint(folder, "val_bits_per_code", "min", best=state["best"] if state else None),
+        keras.callbacks.CSVLogger(history_path, append=state is not None),
+        keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
+        training.CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"),
+                           [("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)",
+                                                                         ["accuracy"])]),
+        time_limit,
+    ]
+    start = time.perf_counter()
+    initial_epoch = state["epoch"] if state else 0
+    if initial_epoch < train_cfg.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity())
+    train_seconds = time.perf_counter() - start
+    if non_finite.failed_at is not None:
+        raise training.NonFiniteLoss(
+            f"the {level} prior's loss became NaN/Inf at training step {non_finite.failed_at} of this session; "
+            f"the last good checkpoint {folder}/checkpoint.keras is kept. Try a lower --learning_rate.")
+    best = training.load_model(os.path.join(folder, "model.keras"))
+    results = {"level": level, "parameters": int(best.count_params()), "num_embeddings": num_embeddings,
+               "uniform_bits_per_code": float(np.log2(num_embeddings)),
+               "epochs_trained": len(training.read_history(history_path).get("epoch", [])),
+               "train_seconds_this_session": round(train_seconds, 1), "stopped_by_time_limit": time_limit.reached,
+               "synthetic_data": _slices(run).synthetic, "nll_bits_per_code": {}, "accuracy": {}}
+    for split in data.SPLITS:
+        values = best.evaluate(codes_lib.code_dataset(splits[split], level, train_cfg.batch_size), verbose=0,
+                               return_dict=True)
+        results["nll_bits_per_code"][split] = float(values["bits_per_code"])
+        results["accuracy"][split] = float(values["accuracy"])
+    nll = results["nll_bits_per_code"]
+    results["generalisation_gap_bits"] = nll["validate"] - nll["train"]
+    atomic_write_json(os.path.join(folder, "metrics.json"), results)
+    print(f"{level} prior: {nll['train']:.3f} / {nll['validate']:.3f} / {nll['test']:.3f} bits per code "
+          f"(train / validate / test; uniform {results['uniform_bits_per_code']:.1f})")
+    return {"nll_bits_per_code_test": nll["test"], "gap_bits": results["generalisation_gap_bits"],
+            "parameters": results["parameters"]}
+
+
+stage_prior_top = _prior_stage("top")
+stage_prior_bottom = _prior_stage("bottom")

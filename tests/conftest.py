@@ -35,3 +35,32 @@ def make_flat_folder(root, subjects=5, slices=3, size=32, seed=0):
             write_png(os.path.join(root, f"case_{case:03d}_slice_{index}.nii.png"),
                       rng.integers(0, 256, size=(size, size), dtype=np.uint8))
     return str(root)
+
+
+TINY_VQVAE_FLAGS = ["--image_size", "64", "--num_hiddens", "16", "--num_residual_layers", "1",
+                    "--num_embeddings", "32", "--embedding_dim", "8", "--batch_size", "4", "--epochs", "2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_phantom, tmp_path_factory):
+    """A run directory with a finished (tiny) VQ-VAE stage on the tiny phantom data."""
+    from oasis_gen.cli import train
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    assert train.main(["vqvae", "--data", tiny_phantom, "--run_dir", run_dir] + TINY_VQVAE_FLAGS) == 0
+    return run_dir
+
+
+TINY_PRIOR_FLAGS = ["--hidden_channels", "8", "--num_layers", "2", "--kernel_size", "3", "--num_heads", "2",
+                    "--dropout", "0.0", "--batch_size", "4", "--epochs", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_run(tiny_run):
+    """``tiny_run`` with its codes extracted and both (tiny) priors trained."""
+    from oasis_gen.cli import train
+
+    assert train.main(["codes", "--run_dir", tiny_run]) == 0
+    for level, extra in (("top", ["--num_attention_blocks", "1"]), ("bottom", ["--num_conditioning_layers", "1"])):
+        assert train.main(["prior", "--level", level, "--run_dir", tiny_run] + TINY_PRIOR_FLAGS + extra) == 0
+    return tiny_run

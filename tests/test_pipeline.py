@@ -41,3 +41,16 @@ def test_require_names_the_missing_stage(tmp_path):
         run.require("vqvae", "codes")
     with pytest.raises(pipeline.RunError, match="not a run directory"):
         pipeline.open_run(str(tmp_path / "nothing"), None, {}, create=False)
+
+
+def test_settings_of_stages_not_started_may_change(tmp_path, capsys):
+    run_dir = str(tmp_path / "r")
+    pipeline.open_run(run_dir, "quick", {})
+    run = pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 3}})
+    assert run.config.top_prior.num_layers == 3
+    assert "updating settings of stages not started yet" in capsys.readouterr().out
+    run.mark_complete("prior_top")
+    with pytest.raises(pipeline.ConfigConflict, match="top_prior.num_layers: stored 3, given 5"):
+        pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 5}})
+    redone = pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 5}}, unlocked=["prior_top"])
+    assert redone.config.top_prior.num_layers == 5

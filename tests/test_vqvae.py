@@ -90,14 +90,8 @@ def test_gradients_reach_every_trainable_weight():
     assert not missing, missing
 
 
-def test_vqvae_stage_on_tiny_phantom(tiny_phantom, tmp_path):
-    from oasis_gen.cli import train
-
-    run_dir = str(tmp_path / "run")
-    flags = ["--image_size", "64", "--num_hiddens", "16", "--num_residual_layers", "1", "--num_embeddings", "32",
-             "--embedding_dim", "8", "--batch_size", "4", "--epochs", "2"]
-    assert train.main(["vqvae", "--data", tiny_phantom, "--run_dir", run_dir] + flags) == 0
-    folder = os.path.join(run_dir, "vqvae")
+def test_vqvae_stage_on_tiny_phantom(tiny_run):
+    folder = os.path.join(tiny_run, "vqvae")
     metrics = json.load(open(os.path.join(folder, "metrics.json")))
     for key in ("ssim_mean", "ssim_std", "ssim_min", "ms_ssim_mean", "psnr_mean", "mse_mean"):
         assert np.isfinite(metrics[key])
@@ -108,3 +102,25 @@ def test_vqvae_stage_on_tiny_phantom(tiny_phantom, tmp_path):
                  "plots/reconstructions_epoch_002.png", "plots/reconstructions_test.png"):
         assert os.path.exists(os.path.join(folder, name)), name
     assert len(open(os.path.join(folder, "history.csv")).read().strip().splitlines()) == 3
+
+
+def test_rerun_skips_and_more_epochs_resume_from_the_checkpoint(tiny_phantom, tmp_path, capsys):
+    import shutil
+
+    from conftest import TINY_VQVAE_FLAGS
+    from oasis_gen.cli import train
+
+    run_dir = str(tmp_path / "run")
+    flags = [f for f in TINY_VQVAE_FLAGS]
+    flags[flags.index("--epochs") + 1] = "1"
+    assert train.main(["vqvae", "--data", tiny_phantom, "--run_dir", run_dir] + flags) == 0
+    capsys.readouterr()
+    assert train.main(["vqvae", "--run_dir", run_dir]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert train.main(["vqvae", "--run_dir", run_dir, "--epochs", "2", "--override", "--force"]) == 0
+    # --force retrains from scratch; a plain re-run after an unfinished stage resumes instead:
+    os.remove(os.path.join(run_dir, "vqvae", "COMPLETE"))
+    assert train.main(["vqvae", "--run_dir", run_dir, "--epochs", "3", "--override"]) == 0
+    assert "resuming stage 1" in capsys.readouterr().out
+    history = open(os.path.join(run_dir, "vqvae", "history.csv")).read().strip().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]

@@ -7,6 +7,8 @@ data set is written into the run directory and used (outputs say so).
 Stages:
     data    write the phantom data (when no --data) and summarise the data folder
     vqvae   train the hierarchical VQ-VAE-2 (stage 1) and evaluate it on the test split
+    codes   encode every split with the trained VQ-VAE-2 into codes/{train,validate,test}.npz
+    prior   train a PixelCNN prior (stage 2): --level top | bottom
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Sequence
 from oasis_gen import config as config_lib
 from oasis_gen import pipeline
 
-STAGES = ("data", "vqvae")
+STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom")
 _STAGE_SECTIONS = {
     "data": (("data", config_lib.DataConfig),),
     "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
               ("vqvae_train", config_lib.TrainConfig)),
+    "codes": (),
+    "prior": (("LEVEL_prior", config_lib.PriorConfig), ("LEVEL_prior_train", config_lib.TrainConfig)),
 }
 
 
@@ -50,6 +54,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for stage, sections in _STAGE_SECTIONS.items():
         sub = commands.add_parser(stage, help=f"run only the '{stage}' stage")
         _add_common(sub)
+        if stage == "prior":
+            sub.add_argument("--level", required=True, choices=("top", "bottom"), help="which prior to train")
         for _, section_type in sections:
             if section_type is config_lib.DataConfig:
                 continue  # --data and the data fields below are shared
@@ -66,6 +72,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
     overrides: dict[str, dict] = {}
     for name, section_type in _STAGE_SECTIONS.get(stage, ()):
+        name = name.replace("LEVEL", getattr(args, "level", "") or "")
         overrides[name] = config_lib.given_flags(args, section_type)
     if args.data_dir_flag is not None:
         overrides.setdefault("data", {})["data_dir"] = os.path.abspath(args.data_dir_flag)
@@ -75,7 +82,8 @@ def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
 def _stage_functions():
     from oasis_gen import stages
 
-    return {"data": stages.stage_data, "vqvae": stages.stage_vqvae}
+    return {"data": stages.stage_data, "vqvae": stages.stage_vqvae, "codes": stages.stage_codes,
+            "prior_top": stages.stage_prior_top, "prior_bottom": stages.stage_prior_bottom}
 
 
 def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
@@ -110,15 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oasis_gen.data import DataError
 
     try:
+        if args.stage == "prior":
+            stages = [f"prior_{args.level}"]
+        else:
+            stages = [args.stage] if args.stage else [s for s in args.stages.split(",") if s]
         run = pipeline.open_run(args.run_dir or pipeline.default_run_dir(), args.preset,
-                                _overrides(args, args.stage), override=args.override)
-        stages = [args.stage] if args.stage else [s for s in args.stages.split(",") if s]
+                                _overrides(args, args.stage), override=args.override,
+                                unlocked=stages if args.force else ())
         if args.stage and args.stage != "data" and run.config.data.data_dir is None:
             stages = ["data"] + stages if not run.is_complete("data") else stages
         start = time.perf_counter()
         run_stages(run, stages, args.force)
         print(f"total {time.perf_counter() - start:.1f} s")
-    except (DataError, pipeline.RunError, ValueError, RuntimeError) as error:
+    except (DataError, pipeline.RunError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

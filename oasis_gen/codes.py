@@ -1,0 +1,79 @@
+"""Extracted code maps on disk (``codes/{split}.npz``) and their tf.data loaders.
+
+Each file holds ``top`` int16 [N, h, w], ``bottom`` int16 [N, 2h, 2w] and ``files`` (the source
+slice names, in order). In memory, code grids are int32.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from oasis_gen.fileio import atomic_path
+
+
+def encode_dataset(model, dataset, progress: bool = True, description: str = "encoding") -> dict:
+    """Encodes a dataset of ``(images, paths)`` batches with a ``VQVAE2``.
+
+    Returns:
+        ``{"top": int16 [N, h, w], "bottom": int16 [N, 2h, 2w], "files": str [N]}``.
+    """
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    encode = tf.function(model.encode)
+    tops, bottoms, files = [], [], []
+    for images, paths in tqdm(dataset, desc=description, disable=not progress, leave=False):
+        top, bottom = encode(images)
+        tops.append(top.numpy().astype(np.int16))
+        bottoms.append(bottom.numpy().astype(np.int16))
+        files.extend(os.path.basename(p.decode()) for p in paths.numpy())
+    return {"top": np.concatenate(tops), "bottom": np.concatenate(bottoms), "files": np.asarray(files)}
+
+
+def save_codes(path: str, codes: dict) -> None:
+    """Writes code maps to an .npz file atomically."""
+    with atomic_path(path, suffix=".npz") as temporary:
+        np.savez_compressed(temporary, top=codes["top"].astype(np.int16), bottom=codes["bottom"].astype(np.int16),
+                            files=np.asarray(codes["files"]))
+
+
+def load_codes(path: str, num_embeddings: int | None = None) -> dict:
+    """Reads code maps written by ``save_codes``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: missing arrays, inconsistent shapes or codes outside ``[0, num_embeddings)``.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no code file at {path}")
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {"top", "bottom", "files"} - set(archive.files)
+        if missing:
+            raise ValueError(f"{path} lacks the arrays {sorted(missing)}")
+        codes = {key: archive[key] for key in ("top", "bottom", "files")}
+    top, bottom = codes["top"], codes["bottom"]
+    if top.ndim != 3 or bottom.ndim != 3 or len(top) != len(bottom) or bottom.shape[1] != 2 * top.shape[1]:
+        raise ValueError(f"{path}: expected top [N, h, w] and bottom [N, 2h, 2w], got {top.shape} and {bottom.shape}")
+    if num_embeddings is not None:
+        for name, values in (("top", top), ("bottom", bottom)):
+            if values.size and (values.min() < 0 or values.max() >= num_embeddings):
+                raise ValueError(f"{path}: {name} codes outside [0, {num_embeddings})")
+    return codes
+
+
+def code_dataset(codes: dict, level: str, batch_size: int, training: bool = False, seed: int = 0):
+    """tf.data batches for a prior: top code maps, or ``{"bottom", "top"}`` dicts for the bottom prior (int32)."""
+    import tensorflow as tf
+
+    if level == "top":
+        dataset = tf.data.Dataset.from_tensor_slices(codes["top"].astype(np.int32))
+    elif level == "bottom":
+        dataset = tf.data.Dataset.from_tensor_slices({"bottom": codes["bottom"].astype(np.int32),
+                                                      "top": codes["top"].astype(np.int32)})
+    else:
+        raise ValueError(f"level must be 'top' or 'bottom', got {level!r}")
+    if training:
+        dataset = dataset.shuffle(len(codes["top"]), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

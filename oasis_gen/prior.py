@@ -1,0 +1,478 @@
+"""Gated PixelCNN priors over VQ-VAE-2 code maps.
+
+Gated PixelCNN with vertical and horizontal stacks (van den Oord et al. 2016, "Conditional
+Image Generation with PixelCNN Decoders"): the vertical stack sees every code in the rows at and
+above a position, the horizontal stack the codes to the left in the same row; the vertical
+features enter the horizontal stack shifted down one row, which removes the blind spot of the
+original PixelCNN while keeping the raster order causal. Masking is done by shifted padding
+(the convolution only ever sees allowed positions); no kernel is masked or reassigned.
+
+``TopPrior`` adds causal multi-head self-attention (as the VQ-VAE-2 top prior does, Razavi et al.
+2019); ``BottomPrior`` is conditioned on the top code map through a residual conditioning stack
+and a x2 upsampling, added inside every gated block. Both output logits over the codebook.
+
+Shape contract: codes are int32 ``[B, H, W]``; logits are float32 ``[B, H, W, num_embeddings]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+_REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
+
+
+def shift_down(x):
+    """Moves features one row down (row 0 becomes zeros): position (i, j) then holds row i - 1."""
+    return tf.pad(x, [[0, 0], [1, 0], [0, 0], [0, 0]])[:, :-1]
+
+
+def shift_right(x):
+    """Moves features one column right (column 0 becomes zeros)."""
+    return tf.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
+
+
+@_REGISTER
+class VerticalConv(keras.layers.Layer):
+    """Convolution over the rows at and above each position: kernel (k//2 + 1, k), padded on top and both sides.
+
+    Args:
+        filters (int): output channels.
+        kernel_size (int): odd k.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.conv = keras.layers.Conv2D(filters, (kernel_size // 2 + 1, kernel_size), padding="valid",
+                                        name="conv")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        half = self.kernel_size // 2
+        self.conv.build((shape[0], None if shape[1] is None else shape[1] + half,
+                         None if shape[2] is None else shape[2] + 2 * half, shape[3]))
+
+    def call(self, x):
+        half = self.kernel_size // 2
+        return self.conv(tf.pad(x, [[0, 0], [half, 0], [half, half], [0, 0]]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
+        return config
+
+
+@_REGISTER
+class HorizontalConv(keras.layers.Layer):
+    """Convolution over each position and the ones to its left in the same row: kernel (1, k//2 + 1).
+
+    Args:
+        filters (int): output channels.
+        kernel_size (int): odd k.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.conv = keras.layers.Conv2D(filters, (1, kernel_size // 2 + 1), padding="valid", name="conv")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        self.conv.build((shape[0], shape[1], None if shape[2] is None else shape[2] + self.kernel_size // 2,
+                         shape[3]))
+
+    def call(self, x):
+        return self.conv(tf.pad(x, [[0, 0], [0, 0], [self.kernel_size // 2, 0], [0, 0]]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
+        return config
+
+
+def _gate(x):
+    a, b = tf.split(x, 2, axis=-1)
+    return tf.tanh(a) * tf.sigmoid(b)
+
+
+@_REGISTER
+class GatedBlock(keras.layers.Layer):
+    """One gated PixelCNN layer with vertical and horizontal stacks, residual and skip outputs.
+
+    ``v' = gate(vconv(v) + c_v)``;
+    ``h' = h + 1x1(dropout(gate(hconv(h) + 1x1(shift_down(vconv(v) + c_v)) + c_h)))``
+    with ``gate(a, b) = tanh(a) * sigmoid(b)`` and ``c`` the optional conditioning features. In the
+    first block (``first=True``) the horizontal input is shifted right so position (i, j) never
+    sees its own code, and there is no residual connection.
+
+    Args:
+        channels (int): stack channels C.
+        kernel_size (int): odd kernel size.
+        dropout (float): dropout rate on the gated horizontal output.
+        first (bool): the input block (mask type A).
+        conditional (bool): adds a conditioning input with ``channels`` features.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 5, dropout: float = 0.0, first: bool = False,
+                 conditional: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if channels < 1 or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"channels must be >= 1 and dropout in [0, 1), got {channels}, {dropout}")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dropout = dropout
+        self.first = first
+        self.conditional = conditional
+        self.vertical = VerticalConv(2 * channels, kernel_size, name="vertical")
+        self.horizontal = HorizontalConv(2 * channels, kernel_size, name="horizontal")
+        self.vertical_to_horizontal = keras.layers.Conv2D(2 * channels, 1, name="v_to_h")
+        self.horizontal_out = keras.layers.Conv2D(channels, 1, name="h_out")
+        self.skip = keras.layers.Conv2D(channels, 1, name="skip")
+        self.drop = keras.layers.Dropout(dropout)
+        if conditional:
+            self.condition_vertical = keras.layers.Conv2D(2 * channels, 1, name="cond_v")
+            self.condition_horizontal = keras.layers.Conv2D(2 * channels, 1, name="cond_h")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        wide = shape[:-1] + (2 * self.channels,)
+        self.vertical.build(shape)
+        self.horizontal.build(shape)
+        self.vertical_to_horizontal.build(wide)
+        self.horizontal_out.build(shape)
+        self.skip.build(shape)
+        if self.conditional:
+            self.condition_vertical.build(shape)
+            self.condition_horizontal.build(shape)
+
+    def call(self, vertical, horizontal, condition=None, training=False):
+        v = self.vertical(vertical)
+        if self.conditional:
+            v = v + self.condition_vertical(condition)
+        h_input = shift_right(horizontal) if self.first else horizontal
+        h = self.horizontal(h_input) + self.vertical_to_horizontal(shift_down(v))
+        if self.conditional:
+            h = h + self.condition_horizontal(condition)
+        v = _gate(v)
+        gated = self.drop(_gate(h), training=training)
+        out = self.horizontal_out(gated)
+        if not self.first:
+            out = out + horizontal
+        return v, out, self.skip(gated)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"channels": self.channels, "kernel_size": self.kernel_size, "dropout": self.dropout,
+                       "first": self.first, "conditional": self.conditional})
+        return config
+
+
+@_REGISTER
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention over the raster order where position p attends to positions <= p.
+
+    Applied to horizontal-stack features, which at p already depend only on codes before p, so
+    attending to p itself keeps the prior causal. A learned position embedding is added to the
+    queries and keys (attention alone is blind to position).
+
+    Args:
+        channels (int): feature channels (divisible by ``num_heads``).
+        num_heads (int): attention heads.
+        length (int): sequence length H * W.
+    """
+
+    def __init__(self, channels: int, num_heads: int, length: int, **kwargs):
+        super().__init__(**kwargs)
+        if channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
+        self.channels = channels
+        self.num_heads = num_heads
+        self.length = length
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.query_key_value = keras.layers.Dense(3 * channels, name="qkv")
+        self.output_projection = keras.layers.Dense(channels, name="out", kernel_initializer="zeros")
+
+    def build(self, input_shape):
+        self.position = self.add_weight(name="position", shape=(self.length, self.channels),
+                                        initializer=keras.initializers.RandomNormal(stddev=0.02))
+        shape = (None, self.length, self.channels)
+        self.norm.build(shape)
+        self.query_key_value.build(shape)
+        self.output_projection.build(shape)
+
+    def split_heads(self, x):
+        batch = tf.shape(x)[0]
+        x = tf.reshape(x, [batch, -1, self.num_heads, self.channels // self.num_heads])
+        return tf.transpose(x, [0, 2, 1, 3])
+
+    def project(self, sequence, positions):
+        """Queries, keys and values [B, heads, L, C/heads] for features [B, L, C] at ``positions``."""
+        x = self.norm(sequence) + tf.gather(self.position, positions)
+        query, key, value = tf.split(self.query_key_value(x), 3, axis=-1)
+        return self.split_heads(query), self.split_heads(key), self.split_heads(value)
+
+    def attend(self, query, key, value, mask):
+        """Attention output [B, Lq, C] from heads; ``mask`` [Lq, Lk] is True where attending is allowed."""
+        scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.channels // self.num_heads)
+        scores = tf.where(mask, scores, tf.cast(-1e9, scores.dtype))
+        weights = tf.nn.softmax(scores, axis=-1)
+        out = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
+        out = tf.reshape(out, [tf.shape(out)[0], -1, self.channels])
+        return self.output_projection(out)
+
+    def call(self, features):
+        shape = tf.shape(features)
+        sequence = tf.reshape(features, [shape[0], self.length, self.channels])
+        query, key, value = self.project(sequence, tf.range(self.length))
+        mask = tf.linalg.band_part(tf.ones((self.length, self.length), tf.bool), -1, 0)
+        out = self.attend(query, key, value, mask)
+        return features + tf.reshape(out, shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"channels": self.channels, "num_heads": self.num_heads, "length": self.length})
+        return config
+
+
+@_REGISTER
+class ConditioningStack(keras.layers.Layer):
+    """Top codes -> features at the bottom grid: embedding, residual 3x3 blocks, x2 transposed-conv upsampling.
+
+    Args:
+        num_embeddings (int): top codebook size.
+        channels (int): feature channels.
+        num_layers (int): residual blocks.
+    """
+
+    def __init__(self, num_embeddings: int, channels: int, num_layers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_embeddings = num_embeddings
+        self.channels = channels
+        self.num_layers = num_layers
+        self.embedding = keras.layers.Embedding(num_embeddings, channels, name="embedding")
+        self.blocks = [(keras.layers.Conv2D(channels, 3, padding="same", name=f"res{i}_a"),
+                        keras.layers.Conv2D(channels, 3, padding="same", name=f"res{i}_b"))
+                       for i in range(num_layers)]
+        self.upsample = keras.layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="upsample")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape) + (self.channels,)
+        self.embedding.build(tuple(input_shape))
+        for first, second in self.blocks:
+            first.build(shape)
+            second.build(shape)
+        self.upsample.build(shape)
+
+    def call(self, top_codes):
+        x = self.embedding(tf.cast(top_codes, tf.int32))
+        for first, second in self.blocks:
+            x = x + second(tf.nn.relu(first(tf.nn.relu(x))))
+        return self.upsample(tf.nn.relu(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_embeddings": self.num_embeddings, "channels": self.channels,
+                       "num_layers": self.num_layers})
+        return config
+
+
+class _GatedPixelCNN(keras.Model):
+    """Shared body of the priors: embedding, gated blocks (+ attention), skip sum + last horizontal, output head."""
+
+    def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
+                 num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1, num_attention_blocks: int = 0,
+                 num_heads: int = 4, conditional: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if num_embeddings < 2 or min(height, width, hidden_channels, num_layers) < 1:
+            raise ValueError(f"invalid prior sizes: num_embeddings={num_embeddings}, grid {height}x{width}, "
+                             f"hidden_channels={hidden_channels}, num_layers={num_layers}")
+        if num_attention_blocks > num_layers:
+            raise ValueError(f"num_attention_blocks ({num_attention_blocks}) must not exceed num_layers "
+                             f"({num_layers})")
+        self.num_embeddings = num_embeddings
+        self.height = height
+        self.width = width
+        self.hidden_channels = hidden_channels
+        self.num_layers = num_layers
+        self.kernel_size = kernel_size
+        self.dropout = dropout
+        self.num_attention_blocks = num_attention_blocks
+        self.num_heads = num_heads
+        self.embedding = keras.layers.Embedding(num_embeddings, hidden_channels, name="code_embedding")
+        self.blocks = [GatedBlock(hidden_channels, kernel_size, dropout, first=(i == 0), conditional=conditional,
+                                  name=f"gated_{i}") for i in range(num_layers)]
+        # Attention after evenly spaced gated blocks (the last one among them).
+        self.attention_after = {round((a + 1) * num_layers / num_attention_blocks) - 1: a
+                                for a in range(num_attention_blocks)} if num_attention_blocks else {}
+        self.attention = [CausalSelfAttention(hidden_channels, num_heads, height * width, name=f"attention_{a}")
+                          for a in range(num_attention_blocks)]
+        self.head_hidden = keras.layers.Conv2D(hidden_channels, 1, name="head_hidden")
+        self.head_logits = keras.layers.Conv2D(num_embeddings, 1, name="head_logits")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "bits_per_code", "accuracy")}
+
+    # -------------------------------------------------------------------------- forward
+    def _trunk(self, codes, condition, training):
+        x = self.embedding(tf.cast(codes, tf.int32))
+        vertical, horizontal = x, x
+        skip = 0.0
+        for index, block in enumerate(self.blocks):
+            vertical, horizontal, block_skip = block(vertical, horizontal, condition, training=training)
+            skip = skip + block_skip
+            if index in self.attention_after:
+                horizontal = self.attention[self.attention_after[index]](horizontal)
+        return skip + horizontal
+
+    def _head(self, skip):
+        return tf.cast(self.head_logits(tf.nn.relu(self.head_hidden(tf.nn.relu(skip)))), tf.float32)
+
+    def _split(self, inputs):
+        raise NotImplementedError  # each prior says what its inputs are
+
+    def call(self, inputs, training=False):
+        codes, condition = self._split(inputs)
+        return self._head(self._trunk(codes, condition, training))
+
+    def distribution(self, inputs):
+        """The predictive ``tfp.distributions.Categorical`` over codes at every position."""
+        import tensorflow_probability as tfp
+
+        return tfp.distributions.Categorical(logits=self(inputs, training=False))
+
+    # -------------------------------------------------------------------------- training
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _step_values(self, inputs, logits):
+        codes, _ = self._split(inputs)
+        codes = tf.cast(codes, tf.int32)
+        nats = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=logits))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), codes), tf.float32))
+        return nats, accuracy
+
+    def _track(self, nats, accuracy):
+        self.trackers["loss"].update_state(nats)
+        self.trackers["bits_per_code"].update_state(nats / math.log(2.0))
+        self.trackers["accuracy"].update_state(accuracy)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            logits = self(data, training=True)
+            nats, accuracy = self._step_values(data, logits)
+            scaled = self.optimizer.scale_loss(nats) if hasattr(self.optimizer, "scale_loss") else nats
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._track(nats, accuracy)
+
+    def test_step(self, data):
+        logits = self(data, training=False)
+        return self._track(*self._step_values(data, logits))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_embeddings": self.num_embeddings, "height": self.height, "width": self.width,
+                       "hidden_channels": self.hidden_channels, "num_layers": self.num_layers,
+                       "kernel_size": self.kernel_size, "dropout": self.dropout,
+                       "num_attention_blocks": self.num_attention_blocks, "num_heads": self.num_heads})
+        return config
+
+
+@_REGISTER
+class TopPrior(_GatedPixelCNN):
+    """Gated PixelCNN with causal self-attention over the top code map.
+
+    Example: ``TopPrior(512, 32, 32)(top_codes)`` with ``top_codes`` int32 [B, 32, 32] gives logits
+    [B, 32, 32, 512]. ``fit`` takes batches of top code maps.
+
+    Args:
+        num_embeddings (int): codebook size (classes).
+        height, width (int): code grid.
+        hidden_channels (int, 128), num_layers (int, 12), kernel_size (int, 5), dropout (float, 0.1),
+        num_attention_blocks (int, 2), num_heads (int, 4): sizes.
+    """
+
+    def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
+                 num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1, num_attention_blocks: int = 2,
+                 num_heads: int = 4, **kwargs):
+        super().__init__(num_embeddings, height, width, hidden_channels, num_layers, kernel_size, dropout,
+                         num_attention_blocks, num_heads, conditional=False, **kwargs)
+
+    def build(self, input_shape=None):
+        self.call(tf.zeros((1, self.height, self.width), tf.int32))
+
+    def _split(self, inputs):
+        codes = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
+        return codes, None
+
+
+@_REGISTER
+class BottomPrior(_GatedPixelCNN):
+    """Gated PixelCNN over the bottom code map, conditioned on the top code map.
+
+    Inputs are ``(bottom_codes [B, H, W], top_codes [B, H/2, W/2])``; the top codes pass through a
+    residual ``ConditioningStack`` and a x2 upsampling, and the result is added inside every gated
+    block. Example: ``BottomPrior(512, 64, 64, top_num_embeddings=512)((bottom, top))`` gives logits
+    [B, 64, 64, 512].
+
+    Args:
+        num_embeddings (int): bottom codebook size.
+        height, width (int): bottom grid (twice the top grid).
+        top_num_embeddings (int): top codebook size.
+        num_conditioning_layers (int, 4): residual blocks of the conditioning stack.
+        hidden_channels, num_layers, kernel_size, dropout, num_attention_blocks (0), num_heads: sizes.
+    """
+
+    def __init__(self, num_embeddings: int, height: int, width: int, top_num_embeddings: int | None = None,
+                 hidden_channels: int = 128, num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1,
+                 num_conditioning_layers: int = 4, num_attention_blocks: int = 0, num_heads: int = 4, **kwargs):
+        super().__init__(num_embeddings, height, width, hidden_channels, num_layers, kernel_size, dropout,
+                         num_attention_blocks, num_heads, conditional=True, **kwargs)
+        if height % 2 or width % 2:
+            raise ValueError(f"the bottom grid must be twice the top grid, got {height}x{width}")
+        self.top_num_embeddings = top_num_embeddings or num_embeddings
+        self.num_conditioning_layers = num_conditioning_layers
+        self.conditioning = ConditioningStack(self.top_num_embeddings, hidden_channels, num_conditioning_layers,
+                                              name="conditioning")
+
+    def build(self, input_shape=None):
+        self.call((tf.zeros((1, self.height, self.width), tf.int32),
+                   tf.zeros((1, self.height // 2, self.width // 2), tf.int32)))
+
+    def _split(self, inputs):
+        if isinstance(inputs, dict):
+            return inputs["bottom"], self.conditioning(inputs["top"])
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ValueError("BottomPrior takes (bottom_codes, top_codes)")
+        return inputs[0], self.conditioning(inputs[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"top_num_embeddings": self.top_num_embeddings,
+                       "num_conditioning_layers": self.num_conditioning_layers})
+        return config
+
+
+def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bottom_grid: int):
+    """A built ``TopPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes."""
+    if level == "top":
+        model = TopPrior(num_embeddings, top_grid, top_grid, prior_config.hidden_channels, prior_config.num_layers,
+                         prior_config.kernel_size, prior_config.dropout, prior_config.num_attention_blocks,
+                         prior_config.num_heads)
+    elif level == "bottom":
+        model = BottomPrior(num_embeddings, bottom_grid, bottom_grid, num_embeddings, prior_config.hidden_channels,
+                            prior_config.num_layers, prior_config.kernel_size, prior_config.dropout,
+                            prior_config.num_conditioning_layers, 0, prior_config.num_heads)
+    else:
+        raise ValueError(f"level must be 'top' or 'bottom', got {level!r}")
+    model.build()
+    return model

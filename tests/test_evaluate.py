@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from oasis_gen import bench, evaluate
+
+
+def test_reconstruction_json_on_any_folder(tiny_run, tiny_phantom, capsys):
+    assert evaluate.main(["reconstruction", "--run_dir", tiny_run, "--data", tiny_phantom, "--split", "validate",
+                          "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["images"] == 4 and results["split"] == "validate"
+    for key in ("ssim_mean", "ssim_std", "ssim_min", "ms_ssim_mean", "psnr_mean", "mse_mean"):
+        assert key in results
+    assert 0.0 < results["ssim_mean"] <= 1.0 and results["ssim_min"] <= results["ssim_mean"]
+    assert set(results["top"]) >= {"perplexity", "usage"} and set(results["bottom"]) >= {"perplexity", "usage"}
+
+
+def test_reconstruction_errors_name_what_is_missing(tmp_path, tiny_phantom, capsys):
+    from oasis_gen import pipeline
+
+    pipeline.open_run(str(tmp_path / "empty_run"), "quick", {})
+    assert evaluate.main(["reconstruction", "--run_dir", str(tmp_path / "empty_run"), "--data", tiny_phantom]) == 2
+    assert "no finished 'vqvae' stage" in capsys.readouterr().err
+    assert evaluate.main(["reconstruction", "--run_dir", str(tmp_path / "nope"), "--data", tiny_phantom]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_train_benchmark_json(capsys):
+    assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
+                       "--image_size", "32", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["images_per_s"] > 0 and results["gflop_per_image"] > 0
+    assert 0 < results["peak_fraction"] < 1.5 and results["peak_rss_mib"] > 100
