@@ -176,7 +176,7 @@ def _preset_cpu() -> Config:
                               num_heads=4, dropout=0.1),
         bottom_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=0,
                                  num_heads=4, num_conditioning_layers=2, dropout=0.1),
-        vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=44.0),
+        vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=40.0),
         top_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
         bottom_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
     )

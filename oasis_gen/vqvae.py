@@ -70,7 +70,8 @@ class VQVAE2(keras.Model):
 
     Shape contract (``image_size = 256``): images ``[B, 256, 256, 1]`` float32 in [0, 1];
     ``encode`` gives ``top_codes [B, 32, 32]`` and ``bottom_codes [B, 64, 64]`` int32;
-    ``decode_codes`` maps them back to images ``[B, 256, 256, 1]``. Example::
+    ``decode_codes`` maps them back to images ``[B, 256, 256, 1]`` in [0, 1] (the decoder output
+    is clipped with a straight-through gradient, so the black background is exact). Example::
 
         model = VQVAE2(image_size=256)
         top_codes, bottom_codes = model.encode(images)
@@ -189,8 +190,11 @@ class VQVAE2(keras.Model):
     def _decode(self, top_quantized, bottom_quantized):
         top_up = self.top_upsample(tf.cast(top_quantized, self.compute_dtype))
         x = tf.concat([tf.cast(bottom_quantized, self.compute_dtype), top_up], axis=-1)
-        x = self._run(self.decoder, x)
-        return tf.cast(x, tf.float32) + 0.5
+        x = tf.cast(self._run(self.decoder, x), tf.float32) + 0.5
+        # Clip to [0, 1] with a straight-through gradient: the black MRI background is reproduced
+        # exactly (any negative output is 0), while a brain pixel stuck below 0 still gets a gradient.
+        # A linear output leaves a faint background haze that MSE ignores but SSIM punishes hard.
+        return x + tf.stop_gradient(tf.clip_by_value(x, 0.0, 1.0) - x)
 
     # -------------------------------------------------------------------------- public API
     def call(self, images, training=False):
@@ -203,7 +207,7 @@ class VQVAE2(keras.Model):
         return top["indices"], bottom["indices"]
 
     def decode_codes(self, top_codes, bottom_codes):
-        """Images [B, H, W, 1] (float32, nominally [0, 1]; not clipped) from the two code maps."""
+        """Images [B, H, W, 1] (float32 in [0, 1]) from the two code maps."""
         return self._decode(self.top_quantizer.lookup(top_codes), self.bottom_quantizer.lookup(bottom_codes))
 
     def quantize_levels(self, images):
