@@ -7,6 +7,10 @@ Every speed figure in the README comes from this module, with the command that p
 - ``train``: VQ-VAE-2 training images/second (median of timed steps after warm-up, the real
   ``VQVAE2.fit`` on a tf.data pipeline of phantom slices), FLOPs per training image, the fraction
   of this machine's measured float32 matmul peak that reaches, and peak memory.
+- ``sample``: seconds per generated brain with the ``cached`` and ``naive`` samplers (naive timed
+  on a number of positions and extrapolated to the full grids, as the output says), their ratio,
+  the priors' parameter counts and peak memory; trained priors from ``--run_dir`` or randomly
+  initialised priors of a preset.
 """
 
 from __future__ import annotations
@@ -139,6 +143,72 @@ def bench_train(preset_name: str, batch_size: int, steps: int = 20, warmup: int 
     }
 
 
+def _sample_models(preset_name: str, run_dir: str | None):
+    """(vqvae, top_prior, bottom_prior): trained ones from a run, or freshly initialised ones of a preset."""
+    if run_dir:
+        from oasis_gen import pipeline
+        from oasis_gen.cli.generate import load_models
+
+        models = load_models(pipeline.open_run(run_dir, None, {}, create=False))
+        return models["vqvae"], models["top"], models["bottom"]
+    from oasis_gen import config
+    from oasis_gen.prior import build_prior
+    from oasis_gen.vqvae import build_vqvae
+
+    cfg = config.preset(preset_name)
+    vqvae = build_vqvae(cfg.vqvae, cfg.data.image_size, data_variance=0.06)
+    top = build_prior("top", cfg.top_prior, cfg.vqvae.num_embeddings, vqvae.top_grid, vqvae.bottom_grid)
+    bottom = build_prior("bottom", cfg.bottom_prior, cfg.vqvae.num_embeddings, vqvae.top_grid, vqvae.bottom_grid)
+    return vqvae, top, bottom
+
+
+def bench_sample(preset_name: str = "quick", batch_size: int = 8, run_dir: str | None = None,
+                 naive_positions: int = 16) -> dict:
+    """Seconds per brain for the cached sampler (full run) and the naive one (extrapolated).
+
+    Compilation is excluded: each sampler first runs once on the same shapes.
+    """
+    import numpy as np
+
+    from oasis_gen.sampling import NaiveSampler, PriorSampler
+
+    vqvae, top, bottom = _sample_models(preset_name, run_dir)
+    top_cached = PriorSampler(top, "cached", batch_size)
+    bottom_cached = PriorSampler(bottom, "cached", batch_size)
+    warm_top = top_cached(batch_size, seed=99)
+    bottom_cached(batch_size, warm_top, seed=99)
+    vqvae.decode_codes(warm_top, np.zeros((batch_size, bottom.height, bottom.width), np.int32))
+    start = time.perf_counter()
+    top_codes = top_cached(batch_size, seed=0)
+    top_seconds = time.perf_counter() - start
+    bottom_codes = bottom_cached(batch_size, top_codes, seed=1)
+    bottom_seconds = time.perf_counter() - start - top_seconds
+    vqvae.decode_codes(top_codes, bottom_codes).numpy()
+    cached_seconds = time.perf_counter() - start
+    decode_seconds = cached_seconds - top_seconds - bottom_seconds
+
+    naive_seconds = decode_seconds
+    for prior, condition in ((top, None), (bottom, top_codes)):
+        sampler = NaiveSampler(prior)
+        count = min(naive_positions, prior.height * prior.width)
+        sampler(batch_size, condition, positions=1)  # compile
+        start = time.perf_counter()
+        sampler(batch_size, condition, positions=count).numpy()
+        naive_seconds += (time.perf_counter() - start) / count * prior.height * prior.width
+    return {
+        "preset": preset_name if not run_dir else None, "run_dir": run_dir, "batch_size": batch_size,
+        "cached_seconds_per_brain": round(cached_seconds / batch_size, 3),
+        "cached_top_seconds_per_brain": round(top_seconds / batch_size, 3),
+        "cached_bottom_seconds_per_brain": round(bottom_seconds / batch_size, 3),
+        "naive_seconds_per_brain": round(naive_seconds / batch_size, 2),
+        "naive_extrapolated_from_positions": naive_positions,
+        "speedup": round(naive_seconds / cached_seconds, 1),
+        "top_prior_params": int(top.count_params()), "bottom_prior_params": int(bottom.count_params()),
+        "top_grid": [top.height, top.width], "bottom_grid": [bottom.height, bottom.width],
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
 def _print_table(title: str, results: dict) -> None:
     print(title)
     for key, value in results.items():
@@ -162,12 +232,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train_parser.add_argument("--jit_compile", action="store_true", help="compile the train step with XLA")
     train_parser.add_argument("--image_size", type=int, default=None, help="override the preset's image size")
     train_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sample_parser = commands.add_parser("sample", help="seconds per generated brain, cached vs naive")
+    sample_parser.add_argument("--preset", default="quick", choices=("quick", "cpu", "oasis"))
+    sample_parser.add_argument("--batch_size", type=int, default=8)
+    sample_parser.add_argument("--run_dir", default=None, help="use this run's trained priors")
+    sample_parser.add_argument("--naive_positions", type=int, default=16,
+                               help="positions the naive sampler is timed on (then extrapolated)")
+    sample_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from oasis_gen.data import DataError
+    from oasis_gen.pipeline import RunError
 
     try:
         if args.command == "data":
@@ -177,7 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = bench_train(args.preset, args.batch_size, args.steps, args.warmup, args.jit_compile,
                                   args.image_size)
             title = f"VQ-VAE-2 training, preset {args.preset}, batch {args.batch_size}"
-    except DataError as error:
+        elif args.command == "sample":
+            results = bench_sample(args.preset, args.batch_size, args.run_dir, args.naive_positions)
+            title = (f"sampling, {'run ' + args.run_dir if args.run_dir else 'preset ' + args.preset}, "
+                     f"batch {args.batch_size} (naive extrapolated from {args.naive_positions} positions per prior)")
+    except (DataError, RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

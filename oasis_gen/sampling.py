@@ -11,9 +11,11 @@ Two samplers behind one interface (``sample_codes(..., method=...)``):
   every attention block. The vertical stack advances once per row; per position only that
   position's activations are computed, with the priors' own layers applied to small windows.
 
-Both draw each code by the Gumbel-max trick with noise that depends only on the seed, the batch
-chunk and the position, so for the same seed, batch size and temperature they give exactly the
-same codes. Temperature scales the logits; ``top_k`` keeps the k most likely codes; a temperature
+Both draw each code by the Gumbel-max trick with the same noise, drawn once per batch outside
+any XLA code from the seed and the batch chunk only, so for the same seed, batch size and
+temperature they give the same codes (exactly, in our tests; the cached sampler runs under XLA,
+so logits agree to float rounding, and a code could differ only where two perturbed logits tie
+to within it). Temperature scales the logits; ``top_k`` keeps the k most likely codes; a temperature
 at or below ``1e-6`` takes the argmax (greedy) path.
 """
 
@@ -29,18 +31,27 @@ from oasis_gen.prior import BottomPrior, TopPrior, _gate
 GREEDY_TEMPERATURE = 1e-6
 
 
-def choose_codes(logits, temperature: float, top_k: int, seed: int, chunk: int, position):
-    """Codes [B] from logits [B, K]: Gumbel-max with noise keyed on (seed, chunk, position)."""
+def gumbel_noise(batch_size: int, positions: int, num_embeddings: int, seed: int, chunk: int):
+    """Gumbel noise [positions, B, K] keyed on (seed, chunk) only.
+
+    Drawn once per batch, outside any XLA-compiled code: stateless random ops may give other bits
+    under XLA, and both samplers must see exactly the same noise.
+    """
+    seeds = tf.constant([seed * 100003 + chunk, 0], tf.int64)
+    uniform = tf.random.stateless_uniform((positions, batch_size, num_embeddings), seed=seeds, minval=1e-20,
+                                          maxval=1.0)
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+def choose_codes(logits, temperature: float, top_k: int, noise):
+    """Codes [B] from logits [B, K] by the Gumbel-max trick with ``noise`` [B, K]."""
     logits = tf.cast(logits, tf.float32)
     if top_k and top_k < logits.shape[-1]:
         threshold = tf.math.top_k(logits, k=top_k).values[:, -1:]
         logits = tf.where(logits < threshold, tf.constant(-np.inf, tf.float32), logits)
     if temperature <= GREEDY_TEMPERATURE:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    seeds = tf.stack([tf.cast(seed * 100003 + chunk, tf.int64), tf.cast(position, tf.int64)])
-    uniform = tf.random.stateless_uniform(tf.shape(logits), seed=seeds, minval=1e-20, maxval=1.0)
-    gumbel = -tf.math.log(-tf.math.log(uniform))
-    return tf.argmax(logits / temperature + gumbel, axis=-1, output_type=tf.int32)
+    return tf.argmax(logits / temperature + noise, axis=-1, output_type=tf.int32)
 
 
 def _check_prior(prior, condition):
@@ -68,13 +79,13 @@ class NaiveSampler:
             height, width = prior.height, prior.width
 
             @tf.function
-            def run(condition_codes, seed_value, chunk_value, count):
+            def run(condition_codes, noise, count):
                 codes = tf.zeros((batch_size, height, width), tf.int32)
                 for position in tf.range(count):
                     row, column = position // width, position % width
                     inputs = codes if condition_codes is None else (codes, condition_codes)
                     logits = prior(inputs, training=False)[:, row, column]
-                    chosen = choose_codes(logits, temperature, top_k, seed_value, chunk_value, position)
+                    chosen = choose_codes(logits, temperature, top_k, noise[position])
                     index = tf.stack([tf.range(batch_size), tf.fill([batch_size], row),
                                       tf.fill([batch_size], column)], axis=1)
                     codes = tf.tensor_scatter_nd_update(codes, index, chosen)
@@ -83,116 +94,140 @@ class NaiveSampler:
             self._functions[key] = run
         count = prior.height * prior.width if positions is None else positions
         condition = None if condition is None else tf.convert_to_tensor(condition, tf.int32)
-        return self._functions[key](condition, tf.constant(seed, tf.int64), tf.constant(chunk, tf.int64),
-                                    tf.constant(count))
+        noise = gumbel_noise(batch_size, prior.height * prior.width, prior.num_embeddings, seed, chunk)
+        return self._functions[key](condition, noise, tf.constant(count))
+
+
+def _set_column(rows, column, values):
+    """``rows`` [B, W, C] with column ``column`` replaced by ``values`` [B, C]."""
+    batch = tf.shape(rows)[0]
+    index = tf.stack([tf.range(batch), tf.fill([batch], column)], axis=1)
+    return tf.tensor_scatter_nd_update(rows, index, values)
 
 
 class CachedSampler:
-    """Fast sampler with per-layer activation caches (see the module docstring)."""
+    """Fast sampler with per-layer activation caches (see the module docstring).
 
-    def __init__(self, prior, batch_size: int):
+    The caches are loop-carried tensors of one ``tf.while_loop`` over positions, compiled with XLA
+    (``jit_compile``), which updates them in place and fuses the few hundred small ops of a step;
+    without XLA, op dispatch would dominate small priors.
+    """
+
+    def __init__(self, prior, batch_size: int, jit_compile: bool = True):
         self.prior = prior
         self.batch_size = batch_size
-        channels, half = prior.hidden_channels, prior.kernel_size // 2
-        self.half = half
-        height, width = prior.height, prior.width
-        zeros = lambda shape: tf.Variable(tf.zeros(shape), trainable=False)  # noqa: E731
-        # Horizontal input of the first block is the embedding shifted right: keep half + 1 zero columns.
-        self.embedded_row = zeros((batch_size, width + half + 1, channels))
-        self.horizontal_rows = [zeros((batch_size, width + half, channels)) for _ in prior.blocks]
-        self.vertical_windows = [zeros((batch_size, half + 1, width + 2 * half, channels)) for _ in prior.blocks]
-        self.vertical_previous = [zeros((batch_size, width, 2 * channels)) for _ in prior.blocks]
-        self.codes = tf.Variable(tf.zeros((batch_size, height, width), tf.int32), trainable=False)
-        self.keys = [zeros((batch_size, a.num_heads, height * width, channels // a.num_heads)) for a in prior.attention]
-        self.values = [zeros((batch_size, a.num_heads, height * width, channels // a.num_heads))
-                       for a in prior.attention]
+        self.jit_compile = jit_compile
+        self.half = prior.kernel_size // 2
         self._functions = {}
 
-    def _reset(self):
-        for variable in ([self.embedded_row] + self.horizontal_rows + self.vertical_windows + self.vertical_previous
-                         + self.keys + self.values):
-            variable.assign(tf.zeros_like(variable))
-        self.codes.assign(tf.zeros_like(self.codes))
-
-    def _advance_vertical(self, row, condition_features):
-        """Runs the vertical stacks over the finished row ``row`` (called before sampling row + 1)."""
+    def _initial_state(self, batch):
         prior, half = self.prior, self.half
-        codes_row = self.codes[:, row, :]
-        v = prior.embedding(codes_row)  # [B, W, C]: the input of the first vertical stack
+        channels, height, width = prior.hidden_channels, prior.height, prior.width
+        return {
+            "codes": tf.zeros((batch, height, width), tf.int32),
+            # Horizontal input of the first block is the embedding shifted right: half + 1 zero columns.
+            "embedded_row": tf.zeros((batch, width + half + 1, channels)),
+            "horizontal_rows": [tf.zeros((batch, width + half, channels)) for _ in prior.blocks],
+            "vertical_windows": [tf.zeros((batch, half + 1, width + 2 * half, channels)) for _ in prior.blocks],
+            "vertical_previous": [tf.zeros((batch, width, 2 * channels)) for _ in prior.blocks],
+            "keys": [tf.zeros((batch, a.num_heads, height * width, channels // a.num_heads)) for a in prior.attention],
+            "values": [tf.zeros((batch, a.num_heads, height * width, channels // a.num_heads))
+                       for a in prior.attention],
+        }
+
+    def _advance_vertical(self, state, row, condition_features):
+        """Runs the vertical stacks over the finished row ``row`` (before sampling row + 1)."""
+        prior, half = self.prior, self.half
+        v = prior.embedding(tf.gather(state["codes"], row, axis=1))  # [B, W, C]
+        windows, previous = [], []
         for index, block in enumerate(prior.blocks):
             padded = tf.pad(v, [[0, 0], [half, half], [0, 0]])
-            window = tf.concat([self.vertical_windows[index][:, 1:], padded[:, tf.newaxis]], axis=1)
-            self.vertical_windows[index].assign(window)
+            window = tf.concat([state["vertical_windows"][index][:, 1:], padded[:, tf.newaxis]], axis=1)
             features = block.vertical.conv(window)[:, 0]  # [B, W, 2C]
             if block.conditional:
-                features = features + block.condition_vertical(condition_features[:, row:row + 1])[:, 0]
-            self.vertical_previous[index].assign(features)
+                features = features + block.condition_vertical(
+                    tf.gather(condition_features, [row], axis=1))[:, 0]
+            windows.append(window)
+            previous.append(features)
             v = _gate(features)
+        return dict(state, vertical_windows=windows, vertical_previous=previous,
+                    embedded_row=tf.zeros_like(state["embedded_row"]),
+                    horizontal_rows=[tf.zeros_like(r) for r in state["horizontal_rows"]])
 
-    def _step(self, row, column, condition_features):
-        """Logits [B, K] at (row, column) from the caches, updating them with this position's activations."""
+    def _step(self, state, row, column, condition_features):
+        """Logits [B, K] at (row, column) from the caches, and the caches updated with this position."""
         prior, half = self.prior, self.half
-        width = prior.width
-        position = row * width + column
-        h_input = self.embedded_row[:, column:column + half + 1][:, tf.newaxis]  # columns (column-1-half .. column-1)
-        skip = 0.0
-        h_current = None
-        above = tf.where(row > 0, 1.0, 0.0)  # shift_down: row 0 sees zeros above
+        position = row * prior.width + column
+        above = tf.cast(row > 0, tf.float32)  # shift_down: row 0 sees zeros above
+        horizontal_rows, keys, values = list(state["horizontal_rows"]), list(state["keys"]), list(state["values"])
+        # Columns (column - 1 - half .. column - 1) of the embedding, as the first block's shifted input.
+        h_input = tf.slice(state["embedded_row"], [0, column, 0], [-1, half + 1, -1])[:, tf.newaxis]
+        skip, h_current = 0.0, None
         for index, block in enumerate(prior.blocks):
             if index > 0:
-                h_input = self.horizontal_rows[index][:, column:column + half + 1][:, tf.newaxis]
-            vertical_above = self.vertical_previous[index][:, column][:, tf.newaxis, tf.newaxis] * above
-            features = block.horizontal.conv(h_input) + block.vertical_to_horizontal(vertical_above)
+                h_input = tf.slice(horizontal_rows[index], [0, column, 0], [-1, half + 1, -1])[:, tf.newaxis]
+            vertical_above = tf.gather(state["vertical_previous"][index], column, axis=1) * above
+            features = block.horizontal.conv(h_input) + block.vertical_to_horizontal(
+                vertical_above[:, tf.newaxis, tf.newaxis])
             if block.conditional:
                 features = features + block.condition_horizontal(
-                    condition_features[:, row:row + 1, column:column + 1])
+                    tf.slice(condition_features, [0, row, column, 0], [-1, 1, 1, -1]))
             gated = _gate(features)
             out = block.horizontal_out(gated)
             if index > 0:
                 out = out + h_current
             skip = skip + block.skip(gated)
             if index in prior.attention_after:
-                attention_index = prior.attention_after[index]
-                attention = prior.attention[attention_index]
+                a = prior.attention_after[index]
+                attention = prior.attention[a]
                 query, key, value = attention.project(out[:, 0], tf.reshape(position, [1]))
-                self.keys[attention_index][:, :, position].assign(key[:, :, 0])
-                self.values[attention_index][:, :, position].assign(value[:, :, 0])
-                allowed = tf.range(prior.height * width) <= position
-                out = out + attention.attend(query, self.keys[attention_index], self.values[attention_index],
-                                             allowed[tf.newaxis, :])[:, tf.newaxis]
+                keys[a] = _scatter_position(keys[a], position, key)
+                values[a] = _scatter_position(values[a], position, value)
+                allowed = tf.range(prior.height * prior.width) <= position
+                out = out + attention.attend(query, keys[a], values[a], allowed[tf.newaxis, :])[:, tf.newaxis]
             h_current = out  # [B, 1, 1, C]: this position's output of block `index`
             if index + 1 < len(prior.blocks):
-                self.horizontal_rows[index + 1][:, column + half].assign(out[:, 0, 0])
-        return prior._head(skip + h_current)[:, 0, 0]
+                horizontal_rows[index + 1] = _set_column(horizontal_rows[index + 1], column + half, out[:, 0, 0])
+        logits = prior._head(skip + h_current)[:, 0, 0]
+        return logits, dict(state, horizontal_rows=horizontal_rows, keys=keys, values=values)
 
     def __call__(self, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0, chunk: int = 0):
         """Codes [B, H, W] int32 for one batch."""
-        prior = self.prior
+        prior, half, batch = self.prior, self.half, self.batch_size
         key = (float(temperature), int(top_k))
         if key not in self._functions:
-            half = self.half
 
-            @tf.function
-            def run(condition_codes, seed_value, chunk_value):
-                self._reset()
-                condition_features = (None if condition_codes is None else prior.conditioning(condition_codes))
-                for row in tf.range(prior.height):
-                    if row > 0:
-                        self._advance_vertical(row - 1, condition_features)
-                    self.embedded_row.assign(tf.zeros_like(self.embedded_row))
-                    for variable in self.horizontal_rows:
-                        variable.assign(tf.zeros_like(variable))
-                    for column in tf.range(prior.width):
-                        logits = self._step(row, column, condition_features)
-                        chosen = choose_codes(logits, temperature, top_k, seed_value, chunk_value,
-                                              row * prior.width + column)
-                        self.codes[:, row, column].assign(chosen)
-                        self.embedded_row[:, column + half + 1].assign(prior.embedding(chosen))
-                return tf.identity(self.codes)
+            @tf.function(jit_compile=self.jit_compile)
+            def run(condition_codes, noise):
+                condition_features = None if condition_codes is None else prior.conditioning(condition_codes)
+
+                def body(position, state):
+                    row, column = position // prior.width, position % prior.width
+                    state = tf.cond(tf.logical_and(column == 0, row > 0),
+                                    lambda: self._advance_vertical(state, row - 1, condition_features),
+                                    lambda: state)
+                    logits, state = self._step(state, row, column, condition_features)
+                    chosen = choose_codes(logits, temperature, top_k, tf.gather(noise, position))
+                    index = tf.stack([tf.range(batch), tf.fill([batch], row), tf.fill([batch], column)], axis=1)
+                    codes = tf.tensor_scatter_nd_update(state["codes"], index, chosen)
+                    embedded_row = _set_column(state["embedded_row"], column + half + 1, prior.embedding(chosen))
+                    return position + 1, dict(state, codes=codes, embedded_row=embedded_row)
+
+                _, final = tf.while_loop(lambda position, state: position < prior.height * prior.width, body,
+                                         (tf.constant(0), self._initial_state(batch)))
+                return final["codes"]
 
             self._functions[key] = run
         condition = None if condition is None else tf.convert_to_tensor(condition, tf.int32)
-        return self._functions[key](condition, tf.constant(seed, tf.int64), tf.constant(chunk, tf.int64))
+        noise = gumbel_noise(batch, prior.height * prior.width, prior.num_embeddings, seed, chunk)
+        return self._functions[key](condition, noise)
+
+
+def _scatter_position(cache, position, update):
+    """``cache`` [B, heads, L, d] with sequence position ``position`` set to ``update`` [B, heads, 1, d]."""
+    moved = tf.transpose(cache, [2, 0, 1, 3])  # [L, B, heads, d]
+    moved = tf.tensor_scatter_nd_update(moved, tf.reshape(position, [1, 1]), tf.transpose(update, [2, 0, 1, 3]))
+    return tf.transpose(moved, [1, 2, 0, 3])
 
 
 class PriorSampler:
