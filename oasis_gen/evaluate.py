@@ -1,8 +1,14 @@
-"""Evaluate a run on any OASIS-layout folder: ``python -m oasis_gen.evaluate reconstruction ...``.
+"""Evaluate a run on any OASIS-layout folder: ``python -m oasis_gen.evaluate {reconstruction,prior} ...``.
 
 ``reconstruction --run_dir R --data DIR --split test [--json]`` encodes and decodes every slice of
 the split with the run's best VQ-VAE-2 and prints SSIM (mean, std, min), MS-SSIM, PSNR, MSE and
-per-level codebook perplexity and usage; ``--json`` prints one JSON object on stdout instead.
+per-level codebook perplexity and usage.
+
+``prior --run_dir R --data DIR --split test [--json]`` encodes the split with the run's VQ-VAE-2
+and prints the mean negative log2-likelihood per code under the top and bottom priors (uniform
+is log2 of the codebook size: 9 bits for 512 codes).
+
+``--json`` prints one JSON object on stdout instead of the table.
 """
 
 from __future__ import annotations
@@ -41,6 +47,42 @@ def evaluate_reconstruction(run_dir: str, data_dir: str, split: str = "test", ba
     return results
 
 
+def evaluate_prior(run_dir: str, data_dir: str, split: str = "test", batch_size: int = 16,
+                   progress: bool = True) -> dict:
+    """Bits per code of a folder's codes under the run's priors: ``{"top": {...}, "bottom": {...}}``.
+
+    Raises:
+        pipeline.RunError: the run lacks a trained VQ-VAE or prior.
+        data.DataError: the folder or split cannot be read.
+    """
+    import math
+
+    import tensorflow as tf
+
+    from oasis_gen import codes as codes_lib
+    from oasis_gen.cli.generate import load_models
+
+    run = pipeline.open_run(run_dir, None, {}, create=False)
+    models = load_models(run)
+    data_config = dataclasses.replace(run.config.data, data_dir=os.path.abspath(data_dir),
+                                      image_size=models["vqvae"].image_size, include_masks=False)
+    dataset, source = data.load_split(data_config, split, batch_size, with_paths=True)
+    codes = codes_lib.encode_dataset(models["vqvae"], dataset, progress=progress)
+    results = {"split": split, "data_dir": data_config.data_dir, "synthetic_data": source.synthetic,
+               "slices": int(len(codes["files"])), "run_dir": run.path}
+    for level in ("top", "bottom"):
+        prior = models[level]
+        nats = tf.function(lambda batch: tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=batch["bottom"] if isinstance(batch, dict) else batch, logits=prior(batch, training=False))))
+        total, count = 0.0, 0
+        for batch in codes_lib.code_dataset(codes, level, batch_size):
+            total += float(nats(batch))
+            count += int(tf.size(batch["bottom"] if isinstance(batch, dict) else batch))
+        results[level] = {"nll_bits_per_code": total / count / math.log(2.0), "codes": count,
+                          "uniform_bits_per_code": math.log2(prior.num_embeddings)}
+    return results
+
+
 def _print_reconstruction(results: dict) -> None:
     label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
     print(f"{results['images']} slices of the {results['split']} split of {results['data_dir']}{label}")
@@ -63,6 +105,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     reconstruction.add_argument("--split", default="test", choices=data.SPLITS)
     reconstruction.add_argument("--batch_size", type=int, default=16)
     reconstruction.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    prior = commands.add_parser("prior", help="bits per code of a folder under the run's priors")
+    prior.add_argument("--run_dir", required=True)
+    prior.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
+    prior.add_argument("--split", default="test", choices=data.SPLITS)
+    prior.add_argument("--batch_size", type=int, default=16)
+    prior.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser.parse_args(argv)
 
 
@@ -76,6 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(results))
             else:
                 _print_reconstruction(results)
+        elif args.command == "prior":
+            results = evaluate_prior(args.run_dir, args.data, args.split, args.batch_size, progress=not args.json)
+            if args.json:
+                print(json.dumps(results))
+            else:
+                label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
+                print(f"{results['slices']} slices of the {args.split} split of {results['data_dir']}{label}")
+                for level in ("top", "bottom"):
+                    values = results[level]
+                    print(f"  {level:<7} {values['nll_bits_per_code']:.3f} bits per code "
+                          f"(uniform {values['uniform_bits_per_code']:.1f})")
     except (data.DataError, pipeline.RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

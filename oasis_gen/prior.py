@@ -21,6 +21,8 @@ import math
 import keras
 import tensorflow as tf
 
+from oasis_gen.training import scale_loss_for_replicas as _scale_for_replicas
+
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
 
 
@@ -369,7 +371,7 @@ class _GatedPixelCNN(keras.Model):
         with tf.GradientTape() as tape:
             logits = self(data, training=True)
             nats, accuracy = self._step_values(data, logits)
-            scaled = self.optimizer.scale_loss(nats) if hasattr(self.optimizer, "scale_loss") else nats
+            scaled = _scale_for_replicas(self.optimizer, nats)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return self._track(nats, accuracy)

@@ -28,8 +28,9 @@ class VectorQuantizerEMA(keras.layers.Layer):
     background that already has its codes). A restarted code starts at count
     ``2 * dead_code_threshold``, a grace period of ~70 steps at decay 0.99.
 
-    Under ``tf.distribute``, per-replica counts, sums and restart candidates are all-reduced
-    before the update, so every replica applies the same codebook change. The distance maths
+    Under ``tf.distribute``, per-replica counts and sums are all-reduced (summed) and restart
+    candidates are drawn from the all-gathered global batch before the update, so every replica
+    applies the same codebook change a single device would apply to the whole batch. The distance maths
     runs in float32 whatever the compute dtype (the layer's own dtype policy is float32).
 
     Shape contract: inputs ``[..., embedding_dim]``; ``quantized`` has the input's shape,
@@ -138,6 +139,10 @@ class VectorQuantizerEMA(keras.layers.Layer):
     def _restart_dead(self, flat, errors, codebook, ema_sum, cluster_size):
         dead = cluster_size < self.dead_code_threshold
         step = self.restart_step.assign_add(1)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Draw from the global batch, identically on every replica (as one device would).
+            flat, errors = replica.all_gather([flat, errors], axis=0)
         # Gumbel top-k: K draws without replacement, probability proportional to the squared error.
         seed = tf.stack([tf.cast(self.seed, tf.int64), step])
         uniform = tf.random.stateless_uniform(tf.shape(errors), seed=seed, minval=1e-20, maxval=1.0)
@@ -147,13 +152,6 @@ class VectorQuantizerEMA(keras.layers.Layer):
         candidates = tf.gather(flat, chosen)
         candidates = tf.pad(candidates, [[0, self.num_embeddings - count], [0, 0]])
         valid = tf.range(self.num_embeddings) < count
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            # Every replica must re-seed with the same vectors: take the first replica's.
-            first = tf.cast(tf.equal(replica.replica_id_in_sync_group, 0), tf.float32)
-            candidates, valid_float = replica.all_reduce(
-                "sum", [candidates * first, tf.cast(valid, tf.float32) * first])
-            valid = valid_float > 0.5
         # The i-th dead code takes the i-th candidate.
         rank = tf.cumsum(tf.cast(dead, tf.int32)) - 1
         replacement = tf.gather(candidates, tf.maximum(rank, 0))

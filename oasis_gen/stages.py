@@ -107,14 +107,17 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
         raise data.DataError(f"the train split has {len(train_source)} slices, fewer than batch_size "
                              f"{train_cfg.batch_size}")
     state = None if force else training.read_checkpoint_state(folder)
+    strategy = training.distribution_strategy(train_cfg)
     if state is not None:
         print(f"resuming stage 1 from {folder}/checkpoint.keras after epoch {state['epoch']}")
-        model = training.load_model(os.path.join(folder, "checkpoint.keras"))
+        with strategy.scope():
+            model = training.load_model(os.path.join(folder, "checkpoint.keras"))
     else:
         variance = cfg.vqvae.data_variance or _pixel_variance(
             data.make_dataset(train_source, 64, cache=False, resize_method=cfg.data.resize_method))
-        model = build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
-        model.compile(optimizer=keras.optimizers.Adam(train_cfg.learning_rate), jit_compile=train_cfg.jit_compile)
+        with strategy.scope():
+            model = build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
+            model.compile(optimizer=training.make_optimizer(train_cfg), jit_compile=train_cfg.jit_compile)
         for stale in ("history.csv", "model.keras"):
             if os.path.exists(os.path.join(folder, stale)):
                 os.remove(os.path.join(folder, stale))
@@ -224,12 +227,15 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
         train_ds = train_ds.repeat()
     val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size)
     state = None if force else training.read_checkpoint_state(folder)
+    strategy = training.distribution_strategy(train_cfg)
     if state is not None:
         print(f"resuming the {level} prior from {folder}/checkpoint.keras after epoch {state['epoch']}")
-        model = training.load_model(os.path.join(folder, "checkpoint.keras"))
+        with strategy.scope():
+            model = training.load_model(os.path.join(folder, "checkpoint.keras"))
     else:
-        model = build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid)
-        model.compile(optimizer=keras.optimizers.Adam(train_cfg.learning_rate), jit_compile=train_cfg.jit_compile)
+        with strategy.scope():
+            model = build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid)
+            model.compile(optimizer=training.make_optimizer(train_cfg), jit_compile=train_cfg.jit_compile)
         for stale in ("history.csv", "model.keras"):
             if os.path.exists(os.path.join(folder, stale)):
                 os.remove(os.path.join(folder, stale))
@@ -278,3 +284,13 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
 
 stage_prior_top = _prior_stage("top")
 stage_prior_bottom = _prior_stage("bottom")
+
+
+def stage_samples(run: Run, force: bool = False) -> dict:
+    """Generates 16 slices with the cached sampler into ``samples/`` (PNGs, grid, codes, GIF)."""
+    from oasis_gen.cli.generate import run_generation
+
+    summary = run_generation(run.path, num_samples=16, temperature=1.0, seed=0, batch_size=8,
+                             out=os.path.join(run.path, "samples"), gif=True)
+    return {"samples": summary["num_samples"], "seconds_per_brain": summary["seconds_per_brain"],
+            "grid": os.path.join(summary["out"], "grid.png")}

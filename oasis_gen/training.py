@@ -206,3 +206,44 @@ def read_checkpoint_state(folder: str) -> dict | None:
 
     with open(state_path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def distribution_strategy(train_config):
+    """The ``tf.distribute`` strategy a ``TrainConfig`` asks for, with its precision policy applied.
+
+    ``default`` is the single-device strategy; ``mirrored`` replicates over the local GPUs (or
+    logical CPUs); ``multiworker`` spans hosts described by ``TF_CONFIG``. The batch size is global:
+    each of N replicas sees ``batch_size / N`` images per step. The learning rate is not rescaled
+    automatically; when multiplying the global batch by N, the usual starting point is the
+    learning rate times N (Goyal et al. 2017). ``mixed_precision`` sets Keras' ``mixed_float16``
+    policy; the quantizers and losses stay float32.
+    """
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if train_config.mixed_precision else "float32")
+    if train_config.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if train_config.strategy == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if train_config.strategy != "default":
+        raise ValueError(f"strategy must be default, mirrored or multiworker, got {train_config.strategy!r}")
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(train_config):
+    """Adam with the stage's learning rate (loss-scaled under mixed precision)."""
+    optimizer = keras.optimizers.Adam(train_config.learning_rate)
+    if train_config.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def scale_loss_for_replicas(optimizer, loss):
+    """The loss to differentiate: divided by the replica count (gradients are summed across replicas,
+    so the global step equals one device's on the whole batch) and loss-scaled under mixed precision."""
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        loss = loss / replicas
+    return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss

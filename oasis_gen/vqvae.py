@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from oasis_gen.training import scale_loss_for_replicas as _scale_for_replicas
+
 from oasis_gen.quantizer import VectorQuantizerEMA
 
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
@@ -238,7 +240,7 @@ class VQVAE2(keras.Model):
         with tf.GradientTape() as tape:
             _, reconstruction_loss, commitment_loss, top, bottom = self._forward_losses(images, training=True)
             loss = reconstruction_loss + commitment_loss
-            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+            scaled = _scale_for_replicas(self.optimizer, loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))

@@ -32,3 +32,22 @@ def test_train_benchmark_json(capsys):
     results = json.loads(capsys.readouterr().out)
     assert results["images_per_s"] > 0 and results["gflop_per_image"] > 0
     assert 0 < results["peak_fraction"] < 1.5 and results["peak_rss_mib"] > 100
+
+
+def test_prior_json_on_any_folder(tiny_prior_run, tiny_phantom, capsys):
+    assert evaluate.main(["prior", "--run_dir", tiny_prior_run, "--data", tiny_phantom, "--split", "test",
+                          "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    for level in ("top", "bottom"):
+        assert 0 < results[level]["nll_bits_per_code"] < 10 and results[level]["uniform_bits_per_code"] == 5.0
+    stored = json.load(open(f"{tiny_prior_run}/prior_top/metrics.json"))["nll_bits_per_code"]["test"]
+    assert results["top"]["nll_bits_per_code"] == pytest.approx(stored, rel=1e-3)  # same codes, same number
+
+
+def test_sample_benchmark_json_on_a_run(tiny_prior_run, capsys):
+    assert bench.main(["sample", "--run_dir", tiny_prior_run, "--batch_size", "2", "--naive_positions", "4",
+                       "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["cached_seconds_per_brain"] > 0 and results["naive_seconds_per_brain"] > 0
+    assert results["speedup"] > 1 and results["top_prior_params"] > 0 and results["bottom_prior_params"] > 0
+    assert results["peak_rss_mib"] > 100

@@ -9,6 +9,7 @@ Stages:
     vqvae   train the hierarchical VQ-VAE-2 (stage 1) and evaluate it on the test split
     codes   encode every split with the trained VQ-VAE-2 into codes/{train,validate,test}.npz
     prior   train a PixelCNN prior (stage 2): --level top | bottom
+    samples generate 16 slices into samples/ (see generate.py for more control)
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from typing import Sequence
 from oasis_gen import config as config_lib
 from oasis_gen import pipeline
 
-STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom")
+STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom", "samples")
 _STAGE_SECTIONS = {
     "data": (("data", config_lib.DataConfig),),
     "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
               ("vqvae_train", config_lib.TrainConfig)),
     "codes": (),
+    "samples": (),
     "prior": (("LEVEL_prior", config_lib.PriorConfig), ("LEVEL_prior_train", config_lib.TrainConfig)),
 }
 
@@ -83,7 +85,8 @@ def _stage_functions():
     from oasis_gen import stages
 
     return {"data": stages.stage_data, "vqvae": stages.stage_vqvae, "codes": stages.stage_codes,
-            "prior_top": stages.stage_prior_top, "prior_bottom": stages.stage_prior_bottom}
+            "prior_top": stages.stage_prior_top, "prior_bottom": stages.stage_prior_bottom,
+            "samples": stages.stage_samples}
 
 
 def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
