@@ -128,7 +128,8 @@ def bench_train(preset_name: str, batch_size: int, steps: int = 20, warmup: int 
             def on_train_batch_end(self, batch, logs=None):
                 times.append(time.perf_counter() - self.start)
 
-        model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[StepTimer()])
+        model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[StepTimer()],
+                  shuffle=False)
     step_seconds = float(np.median(times[warmup:]))
     images_per_s = batch_size / step_seconds
     gflop_per_image = 3.0 * forward_gflops(model, size)

@@ -139,7 +139,8 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
     initial_epoch = state["epoch"] if state else 0
     if initial_epoch < train_cfg.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity())
+                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity(),
+                  shuffle=False)
     train_seconds = time.perf_counter() - start
     if non_finite.failed_at is not None:
         raise training.NonFiniteLoss(
@@ -256,7 +257,8 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     initial_epoch = state["epoch"] if state else 0
     if initial_epoch < train_cfg.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity())
+                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity(),
+                  shuffle=False)
     train_seconds = time.perf_counter() - start
     if non_finite.failed_at is not None:
         raise training.NonFiniteLoss(

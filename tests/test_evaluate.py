@@ -51,3 +51,15 @@ def test_sample_benchmark_json_on_a_run(tiny_prior_run, capsys):
     assert results["cached_seconds_per_brain"] > 0 and results["naive_seconds_per_brain"] > 0
     assert results["speedup"] > 1 and results["top_prior_params"] > 0 and results["bottom_prior_params"] > 0
     assert results["peak_rss_mib"] > 100
+
+
+def test_figures_from_a_tiny_run(tiny_prior_run, tiny_phantom, tmp_path):
+    import os
+
+    from oasis_gen import figures
+
+    assert figures.main(["--run_dir", tiny_prior_run, "--data", tiny_phantom, "--out", str(tmp_path),
+                         "--num_samples", "2"]) == 0
+    for name in ("data.png", "reconstructions.png", "code_maps.png", "vqvae_curves.png", "prior_curves.png",
+                 "samples.png"):
+        assert os.path.getsize(tmp_path / name) > 1000, name
