@@ -93,7 +93,6 @@ class TrainConfig:
     steps_per_epoch: int = _field(0, "steps per epoch (0: one pass over the training split)")
     learning_rate: float = _field(3e-4, "Adam learning rate")
     seed: int = _field(0, "seed of weights, shuffling and dropout")
-    checkpoint_every_steps: int = _field(200, "also checkpoint every this many steps (0: only per epoch)")
     jit_compile: bool = _field(False, "compile train steps with XLA (measured slower on CPU; try on GPU)")
     mixed_precision: bool = _field(False, "mixed_float16 compute (GPU); quantizer maths stays float32")
     strategy: str = _field("default", "tf.distribute strategy", choices=("default", "mirrored", "multiworker"))
@@ -160,9 +159,9 @@ def _preset_quick() -> Config:
                               num_heads=2, dropout=0.0),
         bottom_prior=PriorConfig(hidden_channels=32, num_layers=4, kernel_size=3, num_attention_blocks=0,
                                  num_heads=2, num_conditioning_layers=1, dropout=0.0),
-        vqvae_train=TrainConfig(batch_size=16, epochs=6, learning_rate=1e-3, checkpoint_every_steps=100),
-        top_prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3, checkpoint_every_steps=100),
-        bottom_prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3, checkpoint_every_steps=100),
+        vqvae_train=TrainConfig(batch_size=16, epochs=6, learning_rate=1e-3),
+        top_prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3),
+        bottom_prior_train=TrainConfig(batch_size=16, epochs=4, learning_rate=1e-3),
     )
 
 
@@ -192,9 +191,9 @@ def _preset_oasis() -> Config:
                               num_heads=8, dropout=0.1),
         bottom_prior=PriorConfig(hidden_channels=256, num_layers=20, kernel_size=5, num_attention_blocks=0,
                                  num_heads=8, num_conditioning_layers=10, dropout=0.1),
-        vqvae_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
-        top_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
-        bottom_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4, checkpoint_every_steps=1000),
+        vqvae_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4),
+        top_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4),
+        bottom_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4),
     )
 
 

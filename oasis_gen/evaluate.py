@@ -99,18 +99,14 @@ def _print_reconstruction(results: dict) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m oasis_gen.evaluate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    reconstruction = commands.add_parser("reconstruction", help="VQ-VAE-2 reconstruction metrics on a folder")
-    reconstruction.add_argument("--run_dir", required=True)
-    reconstruction.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
-    reconstruction.add_argument("--split", default="test", choices=data.SPLITS)
-    reconstruction.add_argument("--batch_size", type=int, default=16)
-    reconstruction.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    prior = commands.add_parser("prior", help="bits per code of a folder under the run's priors")
-    prior.add_argument("--run_dir", required=True)
-    prior.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
-    prior.add_argument("--split", default="test", choices=data.SPLITS)
-    prior.add_argument("--batch_size", type=int, default=16)
-    prior.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    for name, help_text in (("reconstruction", "VQ-VAE-2 reconstruction metrics on a folder"),
+                            ("prior", "bits per code of a folder under the run's priors")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--run_dir", required=True)
+        command.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
+        command.add_argument("--split", default="test", choices=data.SPLITS)
+        command.add_argument("--batch_size", type=int, default=16)
+        command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser.parse_args(argv)
 
 

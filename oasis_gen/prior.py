@@ -36,6 +36,11 @@ def shift_right(x):
     return tf.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
 
 
+def _check_kernel_size(kernel_size: int) -> None:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+
+
 @_REGISTER
 class VerticalConv(keras.layers.Layer):
     """Convolution over the rows at and above each position: kernel (k//2 + 1, k), padded on top and both sides.
@@ -47,8 +52,7 @@ class VerticalConv(keras.layers.Layer):
 
     def __init__(self, filters: int, kernel_size: int, **kwargs):
         super().__init__(**kwargs)
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        _check_kernel_size(kernel_size)
         self.filters = filters
         self.kernel_size = kernel_size
         self.conv = keras.layers.Conv2D(filters, (kernel_size // 2 + 1, kernel_size), padding="valid",
@@ -81,8 +85,7 @@ class HorizontalConv(keras.layers.Layer):
 
     def __init__(self, filters: int, kernel_size: int, **kwargs):
         super().__init__(**kwargs)
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        _check_kernel_size(kernel_size)
         self.filters = filters
         self.kernel_size = kernel_size
         self.conv = keras.layers.Conv2D(filters, (1, kernel_size // 2 + 1), padding="valid", name="conv")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -106,55 +105,21 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
     if len(train_source) < train_cfg.batch_size:
         raise data.DataError(f"the train split has {len(train_source)} slices, fewer than batch_size "
                              f"{train_cfg.batch_size}")
-    state = None if force else training.read_checkpoint_state(folder)
-    strategy = training.distribution_strategy(train_cfg)
-    if state is not None:
-        print(f"resuming stage 1 from {folder}/checkpoint.keras after epoch {state['epoch']}")
-        with strategy.scope():
-            model = training.load_model(os.path.join(folder, "checkpoint.keras"))
-    else:
+    def build():
         variance = cfg.vqvae.data_variance or _pixel_variance(
             data.make_dataset(train_source, 64, cache=False, resize_method=cfg.data.resize_method))
-        with strategy.scope():
-            model = build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
-            model.compile(optimizer=training.make_optimizer(train_cfg), jit_compile=train_cfg.jit_compile)
-        for stale in ("history.csv", "model.keras"):
-            if os.path.exists(os.path.join(folder, stale)):
-                os.remove(os.path.join(folder, stale))
-    history_path = os.path.join(folder, "history.csv")
-    non_finite = training.StopOnNonFinite()
-    time_limit = training.TimeLimit(train_cfg.time_limit_minutes)
-    callbacks = [
-        non_finite,
-        training.StageCheckpoint(folder, "val_ssim", "max", best=state["best"] if state else None),
-        keras.callbacks.CSVLogger(history_path, append=state is not None),
-        keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
-        _ReconstructionGrid.make(_preview_images(val_source), plots, train_source.synthetic),
-        training.CurvePlot(history_path, os.path.join(plots, "curves.png"), [
-            ("loss", ["loss", "reconstruction_loss"]), ("validation SSIM / PSNR", ["ssim"]),
-            ("codebook usage", ["top_usage", "bottom_usage"])]),
-        time_limit,
-    ]
-    start = time.perf_counter()
-    initial_epoch = state["epoch"] if state else 0
-    if initial_epoch < train_cfg.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity(),
-                  shuffle=False)
-    train_seconds = time.perf_counter() - start
-    if non_finite.failed_at is not None:
-        raise training.NonFiniteLoss(
-            f"stage 1 loss became NaN/Inf at training step {non_finite.failed_at} of this session; "
-            f"the last good checkpoint {folder}/checkpoint.keras is kept. Try a lower --learning_rate.")
+        return build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
+
+    fitted = training.fit_stage(
+        "stage 1", folder, build, train_ds, val_ds, train_cfg, monitor="val_ssim", mode="max", force=force,
+        extra_callbacks=[_ReconstructionGrid.make(_preview_images(val_source), plots, train_source.synthetic)],
+        panels=[("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
+                ("codebook usage", ["top_usage", "bottom_usage"])], verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
     test_ds, test_source = data.load_split(cfg.data, "test", train_cfg.batch_size, folder=slices)
     results = metrics.evaluate_reconstruction(best, test_ds)
-    history = training.read_history(history_path)
-    results.update({
-        "split": "test", "data_dir": cfg.data.data_dir, "synthetic_data": test_source.synthetic,
-        "epochs_trained": len(history.get("epoch", [])), "train_seconds_this_session": round(train_seconds, 1),
-        "stopped_by_time_limit": time_limit.reached, "parameters": int(best.count_params()),
-    })
+    results.update({"split": "test", "data_dir": cfg.data.data_dir, "synthetic_data": test_source.synthetic,
+                    "parameters": int(best.count_params()), **fitted})
     atomic_write_json(os.path.join(folder, "metrics.json"), results)
     preview = _preview_images(test_source)
     training.image_grid([preview, np.clip(best(preview).numpy(), 0, 1)],
@@ -227,48 +192,15 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     if train_cfg.steps_per_epoch:
         train_ds = train_ds.repeat()
     val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size)
-    state = None if force else training.read_checkpoint_state(folder)
-    strategy = training.distribution_strategy(train_cfg)
-    if state is not None:
-        print(f"resuming the {level} prior from {folder}/checkpoint.keras after epoch {state['epoch']}")
-        with strategy.scope():
-            model = training.load_model(os.path.join(folder, "checkpoint.keras"))
-    else:
-        with strategy.scope():
-            model = build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid)
-            model.compile(optimizer=training.make_optimizer(train_cfg), jit_compile=train_cfg.jit_compile)
-        for stale in ("history.csv", "model.keras"):
-            if os.path.exists(os.path.join(folder, stale)):
-                os.remove(os.path.join(folder, stale))
-    history_path = os.path.join(folder, "history.csv")
-    non_finite = training.StopOnNonFinite()
-    time_limit = training.TimeLimit(train_cfg.time_limit_minutes)
-    callbacks = [
-        non_finite,
-        training.StageCheckpoint(folder, "val_bits_per_code", "min", best=state["best"] if state else None),
-        keras.callbacks.CSVLogger(history_path, append=state is not None),
-        keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
-        training.CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"),
-                           [("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)",
-                                                                         ["accuracy"])]),
-        time_limit,
-    ]
-    start = time.perf_counter()
-    initial_epoch = state["epoch"] if state else 0
-    if initial_epoch < train_cfg.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=train_cfg.steps_per_epoch or None, callbacks=callbacks, verbose=_verbosity(),
-                  shuffle=False)
-    train_seconds = time.perf_counter() - start
-    if non_finite.failed_at is not None:
-        raise training.NonFiniteLoss(
-            f"the {level} prior's loss became NaN/Inf at training step {non_finite.failed_at} of this session; "
-            f"the last good checkpoint {folder}/checkpoint.keras is kept. Try a lower --learning_rate.")
+    fitted = training.fit_stage(
+        f"the {level} prior", folder,
+        lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid),
+        train_ds, val_ds, train_cfg, monitor="val_bits_per_code", mode="min", force=force,
+        panels=[("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)", ["accuracy"])],
+        verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
     results = {"level": level, "parameters": int(best.count_params()), "num_embeddings": num_embeddings,
-               "uniform_bits_per_code": float(np.log2(num_embeddings)),
-               "epochs_trained": len(training.read_history(history_path).get("epoch", [])),
-               "train_seconds_this_session": round(train_seconds, 1), "stopped_by_time_limit": time_limit.reached,
+               "uniform_bits_per_code": float(np.log2(num_embeddings)), **fitted,
                "synthetic_data": _slices(run).synthetic, "nll_bits_per_code": {}, "accuracy": {}}
     for split in data.SPLITS:
         values = best.evaluate(codes_lib.code_dataset(splits[split], level, train_cfg.batch_size), verbose=0,

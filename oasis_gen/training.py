@@ -247,3 +247,56 @@ def scale_loss_for_replicas(optimizer, loss):
     if replicas > 1:
         loss = loss / replicas
     return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+
+
+def fit_stage(name: str, folder: str, build, train_dataset, validation_dataset, train_config, monitor: str,
+              mode: str, force: bool = False, extra_callbacks=(), panels=(), verbose: int = 2) -> dict:
+    """Trains a stage's model with resume, checkpoints, logs, plots, a time limit and a NaN stop.
+
+    Resumes from ``folder/checkpoint.keras`` unless ``force`` (then ``build()`` makes a fresh model
+    inside the strategy scope, compiled with the configured optimizer). On resume the configured
+    learning rate replaces the checkpoint's. ``model.keras`` ends up holding the best model by
+    ``monitor``.
+
+    Returns:
+        ``epochs_trained`` (all sessions), ``train_seconds_this_session`` and ``stopped_by_time_limit``.
+
+    Raises:
+        NonFiniteLoss: the loss became NaN/Inf; the last good checkpoint is left in place.
+    """
+    state = None if force else read_checkpoint_state(folder)
+    strategy = distribution_strategy(train_config)
+    with strategy.scope():
+        if state is not None:
+            print(f"resuming {name} from {folder}/checkpoint.keras after epoch {state['epoch']}")
+            model = load_model(os.path.join(folder, "checkpoint.keras"))
+            model.optimizer.learning_rate.assign(train_config.learning_rate)
+        else:
+            model = build()
+            model.compile(optimizer=make_optimizer(train_config), jit_compile=train_config.jit_compile)
+    if state is None:
+        for stale in ("history.csv", "model.keras", "checkpoint.keras", "checkpoint.json"):
+            if os.path.exists(os.path.join(folder, stale)):
+                os.remove(os.path.join(folder, stale))
+    history_path = os.path.join(folder, "history.csv")
+    non_finite = StopOnNonFinite()
+    time_limit = TimeLimit(train_config.time_limit_minutes)
+    callbacks = [non_finite, StageCheckpoint(folder, monitor, mode, best=state["best"] if state else None),
+                 keras.callbacks.CSVLogger(history_path, append=state is not None),
+                 keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
+                 *extra_callbacks, CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"), list(panels)),
+                 time_limit]
+    start = time.perf_counter()
+    initial_epoch = state["epoch"] if state else 0
+    if initial_epoch < train_config.epochs:
+        model.fit(train_dataset, validation_data=validation_dataset, epochs=train_config.epochs,
+                  initial_epoch=initial_epoch, steps_per_epoch=train_config.steps_per_epoch or None,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    if non_finite.failed_at is not None:
+        kept = (f"the last good checkpoint {folder}/checkpoint.keras is kept"
+                if read_checkpoint_state(folder) else "no epoch had finished, so there is no checkpoint")
+        raise NonFiniteLoss(f"{name}: the loss became NaN/Inf at training step {non_finite.failed_at} of this "
+                            f"session; {kept}. Try a lower --learning_rate.")
+    return {"epochs_trained": len(read_history(history_path).get("epoch", [])),
+            "train_seconds_this_session": round(time.perf_counter() - start, 1),
+            "stopped_by_time_limit": time_limit.reached}
