@@ -36,13 +36,38 @@ def shift_right(x):
     return tf.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
 
 
-def _check_kernel_size(kernel_size: int) -> None:
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+class _PaddedConv(keras.layers.Layer):
+    """A valid convolution after zero padding (top, left, right): position (i, j) sees only allowed inputs.
+
+    Subclasses set ``kernel_shape(k)`` and ``padding(k)``; the padding, not a kernel mask, does the masking.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.conv = keras.layers.Conv2D(filters, self.kernel_shape(kernel_size), padding="valid", name="conv")
+
+    def build(self, input_shape):
+        top, left, right = self.padding(self.kernel_size)
+        batch, height, width, channels = tuple(input_shape)
+        self.conv.build((batch, None if height is None else height + top,
+                         None if width is None else width + left + right, channels))
+
+    def call(self, x):
+        top, left, right = self.padding(self.kernel_size)
+        return self.conv(tf.pad(x, [[0, 0], [top, 0], [left, right], [0, 0]]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
+        return config
 
 
 @_REGISTER
-class VerticalConv(keras.layers.Layer):
+class VerticalConv(_PaddedConv):
     """Convolution over the rows at and above each position: kernel (k//2 + 1, k), padded on top and both sides.
 
     Args:
@@ -50,32 +75,17 @@ class VerticalConv(keras.layers.Layer):
         kernel_size (int): odd k.
     """
 
-    def __init__(self, filters: int, kernel_size: int, **kwargs):
-        super().__init__(**kwargs)
-        _check_kernel_size(kernel_size)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.conv = keras.layers.Conv2D(filters, (kernel_size // 2 + 1, kernel_size), padding="valid",
-                                        name="conv")
+    @staticmethod
+    def kernel_shape(kernel_size):
+        return (kernel_size // 2 + 1, kernel_size)
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        half = self.kernel_size // 2
-        self.conv.build((shape[0], None if shape[1] is None else shape[1] + half,
-                         None if shape[2] is None else shape[2] + 2 * half, shape[3]))
-
-    def call(self, x):
-        half = self.kernel_size // 2
-        return self.conv(tf.pad(x, [[0, 0], [half, 0], [half, half], [0, 0]]))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
-        return config
+    @staticmethod
+    def padding(kernel_size):
+        return kernel_size // 2, kernel_size // 2, kernel_size // 2
 
 
 @_REGISTER
-class HorizontalConv(keras.layers.Layer):
+class HorizontalConv(_PaddedConv):
     """Convolution over each position and the ones to its left in the same row: kernel (1, k//2 + 1).
 
     Args:
@@ -83,25 +93,13 @@ class HorizontalConv(keras.layers.Layer):
         kernel_size (int): odd k.
     """
 
-    def __init__(self, filters: int, kernel_size: int, **kwargs):
-        super().__init__(**kwargs)
-        _check_kernel_size(kernel_size)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.conv = keras.layers.Conv2D(filters, (1, kernel_size // 2 + 1), padding="valid", name="conv")
+    @staticmethod
+    def kernel_shape(kernel_size):
+        return (1, kernel_size // 2 + 1)
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        self.conv.build((shape[0], shape[1], None if shape[2] is None else shape[2] + self.kernel_size // 2,
-                         shape[3]))
-
-    def call(self, x):
-        return self.conv(tf.pad(x, [[0, 0], [0, 0], [self.kernel_size // 2, 0], [0, 0]]))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"filters": self.filters, "kernel_size": self.kernel_size})
-        return config
+    @staticmethod
+    def padding(kernel_size):
+        return 0, kernel_size // 2, 0
 
 
 def _gate(x):

@@ -65,23 +65,20 @@ def _preview_images(source: data.SplitSource, count: int = 8) -> np.ndarray:
     return np.concatenate([b.numpy() for b in data.make_dataset(subset, batch_size=count, cache=False)])
 
 
-class _ReconstructionGrid:
-    """Keras callback factory: inputs over reconstructions of fixed validation slices, per epoch."""
+def _reconstruction_grid_callback(images: np.ndarray, folder: str, synthetic: bool):
+    """Keras callback: inputs over reconstructions of fixed validation slices, one PNG per epoch."""
+    import keras
 
-    @staticmethod
-    def make(images: np.ndarray, folder: str, synthetic: bool):
-        import keras
+    from oasis_gen.training import image_grid
 
-        from oasis_gen.training import image_grid
+    class ReconstructionGrid(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            reconstructions = self.model(images, training=False).numpy()
+            label = f"epoch {epoch + 1}: inputs (top) over reconstructions (bottom)"
+            image_grid([images, reconstructions], os.path.join(folder, f"reconstructions_epoch_{epoch + 1:03d}.png"),
+                       label=label + (" - SYNTHETIC phantom data" if synthetic else ""))
 
-        class ReconstructionGrid(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                reconstructions = self.model(images, training=False).numpy()
-                label = f"epoch {epoch + 1}: inputs (top) over reconstructions (bottom)"
-                image_grid([images, reconstructions], os.path.join(folder, f"reconstructions_epoch_{epoch + 1:03d}.png"),
-                           label=label + (" - SYNTHETIC phantom data" if synthetic else ""))
-
-        return ReconstructionGrid()
+    return ReconstructionGrid()
 
 
 def stage_vqvae(run: Run, force: bool = False) -> dict:
@@ -112,7 +109,7 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
 
     fitted = training.fit_stage(
         "stage 1", folder, build, train_ds, val_ds, train_cfg, monitor="val_ssim", mode="max", force=force,
-        extra_callbacks=[_ReconstructionGrid.make(_preview_images(val_source), plots, train_source.synthetic)],
+        extra_callbacks=[_reconstruction_grid_callback(_preview_images(val_source), plots, train_source.synthetic)],
         panels=[("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
                 ("codebook usage", ["top_usage", "bottom_usage"])], verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))

@@ -36,7 +36,8 @@ def load_model(path: str) -> keras.Model:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a Keras model of a registered oasis_gen class.
     """
-    import oasis_gen.vqvae  # noqa: F401  (registers the classes)
+    import oasis_gen.prior  # noqa: F401  (importing registers the classes)
+    import oasis_gen.vqvae  # noqa: F401
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")

@@ -61,3 +61,13 @@ def test_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tiny_phanto
     weights_after = training.load_model(os.path.join(folder, "checkpoint.keras")).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(weights_before, weights_after))
     assert not os.path.exists(os.path.join(folder, "COMPLETE"))
+
+
+def test_a_prior_loads_in_a_fresh_process(tiny_prior_run):
+    import subprocess
+    import sys
+
+    script = ("from oasis_gen import training; "
+              f"print(type(training.load_model({os.path.join(tiny_prior_run, 'prior_bottom', 'model.keras')!r})).__name__)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip().endswith("BottomPrior"), result.stderr[-2000:]
