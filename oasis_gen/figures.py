@@ -33,13 +33,12 @@ def _save(figure, path: str) -> None:
 
 
 def _slices(data_config, split: str, count: int) -> tuple[np.ndarray, list[str]]:
-    from oasis_gen.stages import _preview_images
+    from oasis_gen.stages import preview_slices
 
     folder = data.find_slices(data_config.data_dir)
     source = data.resolve_split(folder, split, data_config.image_size, data_config.resize_method)
-    images = _preview_images(source, count)
-    picks = np.linspace(0, len(source) - 1, num=min(count, len(source))).round().astype(int)
-    return images, [os.path.basename(source.paths[i]).replace(".nii.png", "") for i in picks]
+    images, paths = preview_slices(source, count)
+    return images, [os.path.basename(path).replace(".nii.png", "") for path in paths]
 
 
 def _grid(rows: list[tuple[str, np.ndarray]], titles: list[str] | None, suptitle: str, cmap="gray"):

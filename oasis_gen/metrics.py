@@ -65,7 +65,7 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
     @tf.function
     def step(images):
         top, bottom = model.quantize_levels(images)
-        reconstructions = tf.clip_by_value(model._decode(top["quantized"], bottom["quantized"]), 0.0, 1.0)
+        reconstructions = model._decode(top["quantized"], bottom["quantized"])  # already in [0, 1]
         mse = tf.reduce_mean(tf.square(images - reconstructions), axis=[1, 2, 3])
         counts = [tf.math.bincount(tf.reshape(level["indices"], [-1]), minlength=model.num_embeddings,
                                    maxlength=model.num_embeddings) for level in (top, bottom)]

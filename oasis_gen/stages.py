@@ -57,12 +57,13 @@ def _pixel_variance(dataset) -> float:
     return float(total_sq / count - mean * mean)
 
 
-def _preview_images(source: data.SplitSource, count: int = 8) -> np.ndarray:
-    """``count`` slices spread evenly over a split (several subjects and slice levels)."""
+def preview_slices(source: data.SplitSource, count: int = 8) -> tuple[np.ndarray, list[str]]:
+    """``count`` slices spread evenly over a split (several subjects and slice levels), and their paths."""
     picks = np.linspace(0, len(source) - 1, num=min(count, len(source))).round().astype(int)
-    subset = data.SplitSource(source.split, [source.paths[i] for i in picks], None, source.shape, [],
-                              source.synthetic)
-    return np.concatenate([b.numpy() for b in data.make_dataset(subset, batch_size=count, cache=False)])
+    paths = [source.paths[i] for i in picks]
+    subset = data.SplitSource(source.split, paths, None, source.shape, [], source.synthetic)
+    images = np.concatenate([b.numpy() for b in data.make_dataset(subset, batch_size=count, cache=False)])
+    return images, paths
 
 
 def _reconstruction_grid_callback(images: np.ndarray, folder: str, synthetic: bool):
@@ -109,7 +110,7 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
 
     fitted = training.fit_stage(
         "stage 1", folder, build, train_ds, val_ds, train_cfg, monitor="val_ssim", mode="max", force=force,
-        extra_callbacks=[_reconstruction_grid_callback(_preview_images(val_source), plots, train_source.synthetic)],
+        extra_callbacks=[_reconstruction_grid_callback(preview_slices(val_source)[0], plots, train_source.synthetic)],
         panels=[("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
                 ("codebook usage", ["top_usage", "bottom_usage"])], verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
@@ -118,8 +119,8 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
     results.update({"split": "test", "data_dir": cfg.data.data_dir, "synthetic_data": test_source.synthetic,
                     "parameters": int(best.count_params()), **fitted})
     atomic_write_json(os.path.join(folder, "metrics.json"), results)
-    preview = _preview_images(test_source)
-    training.image_grid([preview, np.clip(best(preview).numpy(), 0, 1)],
+    preview, _ = preview_slices(test_source)
+    training.image_grid([preview, best(preview).numpy()],
                         os.path.join(plots, "reconstructions_test.png"),
                         label="test slices (top) and reconstructions (bottom)"
                               + (" - SYNTHETIC phantom data" if test_source.synthetic else ""))

@@ -251,9 +251,8 @@ class VQVAE2(keras.Model):
         images = data[0] if isinstance(data, (tuple, list)) else data
         reconstructions, reconstruction_loss, commitment_loss, top, bottom = self._forward_losses(images, training=False)
         self._track(reconstruction_loss + commitment_loss, reconstruction_loss, commitment_loss, top, bottom)
-        clipped = tf.clip_by_value(reconstructions, 0.0, 1.0)
-        self.eval_trackers["ssim"].update_state(tf.image.ssim(images, clipped, max_val=1.0))
-        self.eval_trackers["psnr"].update_state(tf.image.psnr(images, clipped, max_val=1.0))
+        self.eval_trackers["ssim"].update_state(tf.image.ssim(images, reconstructions, max_val=1.0))
+        self.eval_trackers["psnr"].update_state(tf.image.psnr(images, reconstructions, max_val=1.0))
         return {tracker.name: tracker.result() for tracker in self.metrics}
 
     def get_config(self):

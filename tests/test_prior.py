@@ -100,11 +100,10 @@ def test_config_and_keras_round_trips(tmp_path):
     assert_config_round_trip(bottom)
     inputs = (np.random.default_rng(3).integers(0, K, size=(2, 8, 8)).astype(np.int32),
               np.random.default_rng(4).integers(0, 7, size=(2, 4, 4)).astype(np.int32))
-    model = bottom
-    model.save(str(tmp_path / "bottom.keras"))
+    bottom.save(str(tmp_path / "bottom.keras"))
     loaded = keras.models.load_model(str(tmp_path / "bottom.keras"), safe_mode=True)
     assert isinstance(loaded, BottomPrior)
-    np.testing.assert_allclose(loaded(inputs).numpy(), model(inputs).numpy(), atol=1e-5)
+    np.testing.assert_allclose(loaded(inputs).numpy(), bottom(inputs).numpy(), atol=1e-5)
 
 
 def test_distribution_is_a_categorical_over_codes():
