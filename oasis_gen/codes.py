@@ -63,17 +63,29 @@ def load_codes(path: str, num_embeddings: int | None = None) -> dict:
     return codes
 
 
-def code_dataset(codes: dict, level: str, batch_size: int, training: bool = False, seed: int = 0):
-    """tf.data batches for a prior: top code maps, or ``{"bottom", "top"}`` dicts for the bottom prior (int32)."""
+def code_dataset(codes: dict, level: str, batch_size: int, training: bool = False, seed: int = 0,
+                 start_step: int = 0):
+    """tf.data batches for a prior: top code maps, or ``{"bottom", "top"}`` dicts for the bottom prior (int32).
+
+    ``training`` gives an endless stream of shuffled passes (``data.shuffled_indices``) from
+    batch ``start_step`` on; otherwise one pass in file order.
+    """
     import tensorflow as tf
 
-    if level == "top":
-        dataset = tf.data.Dataset.from_tensor_slices(codes["top"].astype(np.int32))
-    elif level == "bottom":
-        dataset = tf.data.Dataset.from_tensor_slices({"bottom": codes["bottom"].astype(np.int32),
-                                                      "top": codes["top"].astype(np.int32)})
-    else:
+    from oasis_gen.data import shuffled_indices
+
+    if level not in ("top", "bottom"):
         raise ValueError(f"level must be 'top' or 'bottom', got {level!r}")
+    arrays = {"top": tf.constant(codes["top"].astype(np.int32))}
+    if level == "bottom":
+        arrays["bottom"] = tf.constant(codes["bottom"].astype(np.int32))
+
+    def pick(index):
+        return arrays["top"][index] if level == "top" else {"bottom": arrays["bottom"][index], "top": arrays["top"][index]}
+
+    count = len(codes["top"])
     if training:
-        dataset = dataset.shuffle(len(codes["top"]), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+        indices = shuffled_indices(count, seed, start_step * batch_size)
+    else:
+        indices = tf.data.Dataset.range(count)
+    return indices.map(pick).batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

@@ -47,9 +47,10 @@ class DataConfig:
     validate_fraction: float = _field(0.1, "fraction of subjects for validation when splitting a flat folder")
     test_fraction: float = _field(0.1, "fraction of subjects for test when splitting a flat folder")
     split_seed: int = _field(0, "seed of the subject split of a flat folder")
-    shuffle_buffer: int = _field(4096, "shuffle buffer (train split only), in images")
     cache: bool = _field(True, "keep decoded uint8 slices in memory after the first pass")
-    deterministic: bool = _field(False, "fixed element order in parallel maps (slightly slower)")
+    deterministic: bool = _field(
+        True, "fixed element order in the parallel decoding (an exact resume after a crash needs it; "
+              "False is slightly faster)")
     include_masks: bool = _field(False, "also read the keras_png_slices_seg_* masks and yield (image, mask)")
 
 
@@ -97,6 +98,8 @@ class TrainConfig:
     mixed_precision: bool = _field(False, "mixed_float16 compute (GPU); quantizer maths stays float32")
     strategy: str = _field("default", "tf.distribute strategy", choices=("default", "mirrored", "multiworker"))
     time_limit_minutes: float = _field(0.0, "stop training cleanly after this many minutes (0: no limit)")
+    checkpoint_steps: int = _field(200, "also checkpoint the full training state every N steps (0: at epoch "
+                                        "ends only)")
 
 
 @dataclasses.dataclass
@@ -139,9 +142,14 @@ class Config:
         return cls(**kwargs)
 
 
+# Fields earlier versions wrote that no longer mean anything: dropped when read, so old runs still open.
+RETIRED_FIELDS = {"data": {"shuffle_buffer"}}  # replaced by a full permutation per pass
+
+
 def _section_from_dict(section_type: type, values: dict, section: str) -> Any:
     if not isinstance(values, dict):
         raise ValueError(f"config section {section!r} must be an object, got {type(values).__name__}")
+    values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS.get(section, ())}
     known = {f.name for f in dataclasses.fields(section_type)}
     unknown = set(values) - known
     if unknown:

@@ -423,28 +423,57 @@ def _load_mask(path, shape: tuple[int, int, int], resize_method: str):
     return tf.ensure_shape(tf.cast(mask, tf.uint8), shape)
 
 
+def shuffled_indices(count: int, seed: int = 0, start: int = 0, repeat: bool = True):
+    """Element indices ``0..count-1`` as a stream of passes, each a fresh uniform permutation.
+
+    Pass ``p`` is the permutation drawn with the stateless seed ``(seed, p)``, so the stream is a
+    pure function of ``seed``: ``start=k`` yields exactly what an uninterrupted stream yields from
+    its ``k``-th element on. That is what lets training resume mid-epoch after a crash with the
+    same batches. (Stateless draws, unlike ``Dataset.shuffle``, need no op seed per pass.)
+
+    Args:
+        count: elements per pass.
+        seed: seed of the permutations.
+        start: elements of the stream to skip.
+        repeat: an endless stream (else the single pass that holds element ``start``).
+    """
+    import tensorflow as tf
+
+    if count < 1:
+        raise DataError("cannot shuffle an empty split")
+    first_pass, skip = divmod(int(start), count)
+
+    def one_pass(index):
+        keys = tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(seed, tf.int64), index]))
+        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys, stable=True))
+
+    passes = tf.data.Dataset.counter(first_pass) if repeat else tf.data.Dataset.range(first_pass, first_pass + 1)
+    return passes.flat_map(one_pass).skip(skip)
+
+
 def make_dataset(source: SplitSource, batch_size: int, training: bool = False, cache: bool = True,
-                 shuffle_buffer: int = 4096, seed: int = 0, deterministic: bool = False,
-                 resize_method: str = "resize", repeat: bool = False, drop_remainder: bool = False,
-                 with_paths: bool = False):
+                 seed: int = 0, deterministic: bool = True, resize_method: str = "resize", repeat: bool = False,
+                 drop_remainder: bool = False, with_paths: bool = False, start_step: int = 0):
     """Streams a validated split as batches of float32 images in [0, 1], NHWC.
 
     Decoded slices are cached in memory as uint8 (a quarter of float32's footprint); the
-    float conversion runs per batch after the cache. Only the training split is shuffled.
+    float conversion runs per batch after the cache. Only the training split is shuffled: a
+    new uniform permutation every pass (``shuffled_indices``), batches running on across pass
+    ends. With ``cache`` the training split is decoded once, up front.
 
     Args:
         source: from ``resolve_split``.
         batch_size: images per batch.
-        training: shuffle (reshuffled every epoch from ``seed``).
-        cache: keep decoded uint8 slices in memory after the first pass.
-        shuffle_buffer: shuffle buffer in images (capped at the split size).
+        training: shuffle every pass.
+        cache: keep decoded uint8 slices in memory.
         seed: shuffle seed.
-        deterministic: fixed element order in the parallel decode of the training split
-            (evaluation splits always keep file order).
+        deterministic: fixed element order in the parallel decode (evaluation splits always keep
+            file order).
         resize_method: as in ``resolve_split``.
         repeat: repeat forever (for ``steps_per_epoch``).
         drop_remainder: drop a final short batch.
         with_paths: yield ``(images, paths)`` so outputs can be matched to files.
+        start_step: (training) start at this batch of the shuffled stream, to resume.
 
     Returns:
         A ``tf.data.Dataset`` of ``images`` [B, H, W, 1] float32, or ``(images, masks)`` when the
@@ -454,9 +483,7 @@ def make_dataset(source: SplitSource, batch_size: int, training: bool = False, c
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ordered = deterministic or not training
     columns = [source.paths] + ([source.mask_paths] if source.mask_paths is not None else [])
-    dataset = tf.data.Dataset.from_tensor_slices(tuple(columns) if len(columns) > 1 else columns[0])
 
     def load(*paths):
         loaded = [_load_uint8(paths[0], source.shape, resize_method)]
@@ -466,15 +493,32 @@ def make_dataset(source: SplitSource, batch_size: int, training: bool = False, c
             loaded.append(paths[0])
         return tuple(loaded) if len(loaded) > 1 else loaded[0]
 
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
-    if cache:
-        dataset = dataset.cache()
+    files = tf.data.Dataset.from_tensor_slices(tuple(columns) if len(columns) > 1 else columns[0])
     if training:
-        dataset = dataset.shuffle(min(max(shuffle_buffer, 1), len(source)), seed=seed,
-                                  reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        indices = shuffled_indices(len(source), seed, start_step * batch_size, repeat)
+        if cache:  # decode once, in file order, then gather whole batches by index
+            parts: list[list[np.ndarray]] = []
+            for batch in files.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256) \
+                    .as_numpy_iterator():
+                batch = batch if isinstance(batch, tuple) else (batch,)
+                parts = parts or [[] for _ in batch]
+                for store, values in zip(parts, batch):
+                    store.append(values)
+            stored = tuple(tf.constant(np.concatenate(part)) for part in parts)
+            dataset = indices.batch(batch_size, drop_remainder=drop_remainder).map(
+                lambda i: tuple(tf.gather(t, i) for t in stored) if len(stored) > 1 else tf.gather(stored[0], i),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            table = tuple(tf.constant(c) for c in columns)
+            dataset = indices.map(lambda i: load(*(t[i] for t in table)), num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=deterministic).batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        dataset = files.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if cache:
+            dataset = dataset.cache()
+        if repeat:
+            dataset = dataset.repeat()
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
     def to_float(images, *rest):
         images = tf.cast(images, tf.float32) * (1.0 / 255.0)
@@ -486,7 +530,7 @@ def make_dataset(source: SplitSource, batch_size: int, training: bool = False, c
 
 def load_split(data_config, split: str, batch_size: int, training: bool = False, seed: int = 0,
                repeat: bool = False, drop_remainder: bool = False, with_paths: bool = False,
-               folder: SliceFolder | None = None):
+               folder: SliceFolder | None = None, start_step: int = 0):
     """Finds, validates and streams one split as configured by a ``DataConfig``.
 
     Returns:
@@ -497,10 +541,10 @@ def load_split(data_config, split: str, batch_size: int, training: bool = False,
                              data_config.split_seed)
     source = resolve_split(folder, split, data_config.image_size, data_config.resize_method,
                            data_config.on_bad_file, data_config.include_masks)
-    dataset = make_dataset(source, batch_size, training=training, cache=data_config.cache,
-                           shuffle_buffer=data_config.shuffle_buffer, seed=seed,
+    dataset = make_dataset(source, batch_size, training=training, cache=data_config.cache, seed=seed,
                            deterministic=data_config.deterministic, resize_method=data_config.resize_method,
-                           repeat=repeat, drop_remainder=drop_remainder, with_paths=with_paths)
+                           repeat=repeat, drop_remainder=drop_remainder, with_paths=with_paths,
+                           start_step=start_step)
     return dataset, source
 
 

@@ -108,6 +108,48 @@ def _gate(x):
 
 
 @_REGISTER
+class StepDropout(keras.layers.Layer):
+    """Inverted dropout whose masks are stateless draws keyed by ``(seed, step)``.
+
+    The step counter is a saved weight, so a model restored from a checkpoint draws exactly the
+    masks an uninterrupted run would have drawn (Keras' ``Dropout`` keeps its RNG state outside the
+    saved weights, which breaks an exact resume).
+
+    Args:
+        rate (float): fraction of units dropped while training, in [0, 1).
+        seed (int, 0): seed of the masks.
+    """
+
+    def __init__(self, rate: float, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.seed = seed
+
+    def build(self, input_shape):
+        self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                    aggregation="only_first_replica")
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0.0:
+            return inputs
+        step = self.step.assign_add(1)
+        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=tf.stack([tf.constant(self.seed, tf.int64), step]))
+        return tf.where(keep >= self.rate, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+
+    def load_own_variables(self, store):
+        if len(store) == 0:  # a file from before the counter existed (Keras Dropout): start it at 0
+            return
+        super().load_own_variables(store)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"rate": self.rate, "seed": self.seed})
+        return config
+
+
+@_REGISTER
 class GatedBlock(keras.layers.Layer):
     """One gated PixelCNN layer with vertical and horizontal stacks, residual and skip outputs.
 
@@ -123,10 +165,11 @@ class GatedBlock(keras.layers.Layer):
         dropout (float): dropout rate on the gated horizontal output.
         first (bool): the input block (mask type A).
         conditional (bool): adds a conditioning input with ``channels`` features.
+        seed (int, 0): seed of the dropout masks (see ``StepDropout``).
     """
 
     def __init__(self, channels: int, kernel_size: int = 5, dropout: float = 0.0, first: bool = False,
-                 conditional: bool = False, **kwargs):
+                 conditional: bool = False, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"channels must be >= 1 and dropout in [0, 1), got {channels}, {dropout}")
@@ -135,12 +178,13 @@ class GatedBlock(keras.layers.Layer):
         self.dropout = dropout
         self.first = first
         self.conditional = conditional
+        self.seed = seed
         self.vertical = VerticalConv(2 * channels, kernel_size, name="vertical")
         self.horizontal = HorizontalConv(2 * channels, kernel_size, name="horizontal")
         self.vertical_to_horizontal = keras.layers.Conv2D(2 * channels, 1, name="v_to_h")
         self.horizontal_out = keras.layers.Conv2D(channels, 1, name="h_out")
         self.skip = keras.layers.Conv2D(channels, 1, name="skip")
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = StepDropout(dropout, seed, name="dropout")
         if conditional:
             self.condition_vertical = keras.layers.Conv2D(2 * channels, 1, name="cond_v")
             self.condition_horizontal = keras.layers.Conv2D(2 * channels, 1, name="cond_h")
@@ -153,6 +197,7 @@ class GatedBlock(keras.layers.Layer):
         self.vertical_to_horizontal.build(wide)
         self.horizontal_out.build(shape)
         self.skip.build(shape)
+        self.drop.build(shape)
         if self.conditional:
             self.condition_vertical.build(shape)
             self.condition_horizontal.build(shape)
@@ -175,7 +220,7 @@ class GatedBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"channels": self.channels, "kernel_size": self.kernel_size, "dropout": self.dropout,
-                       "first": self.first, "conditional": self.conditional})
+                       "first": self.first, "conditional": self.conditional, "seed": self.seed})
         return config
 
 
@@ -312,7 +357,7 @@ class _GatedPixelCNN(keras.Model):
         self.num_heads = num_heads
         self.embedding = keras.layers.Embedding(num_embeddings, hidden_channels, name="code_embedding")
         self.blocks = [GatedBlock(hidden_channels, kernel_size, dropout, first=(i == 0), conditional=conditional,
-                                  name=f"gated_{i}") for i in range(num_layers)]
+                                  seed=i, name=f"gated_{i}") for i in range(num_layers)]
         # Attention after evenly spaced gated blocks (the last one among them).
         self.attention_after = {round((a + 1) * num_layers / num_attention_blocks) - 1: a
                                 for a in range(num_attention_blocks)} if num_attention_blocks else {}

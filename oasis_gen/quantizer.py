@@ -48,7 +48,8 @@ class VectorQuantizerEMA(keras.layers.Layer):
 
     Returns (from ``call``):
         dict with ``quantized`` (straight-through), ``indices`` (int32), ``loss`` (scalar),
-        ``perplexity`` (scalar), ``usage`` (fraction of codes used in the batch), ``distances``.
+        ``perplexity`` (scalar), ``usage`` (fraction of codes used in the batch), ``distances``,
+        ``norm_ratio`` (largest code norm / largest input norm; far above 1: exploding codebook).
 
     Raises:
         ValueError: for out-of-range arguments, or inputs whose last axis is not ``embedding_dim``.
@@ -118,7 +119,14 @@ class VectorQuantizerEMA(keras.layers.Layer):
         usage = tf.reduce_mean(tf.cast(counts > 0, tf.float32))
         distances = tf.reshape(distances, tf.concat([tf.shape(inputs)[:-1], [self.num_embeddings]], 0))
         return {"quantized": quantized, "indices": indices, "loss": loss, "perplexity": perplexity,
-                "usage": usage, "distances": distances}
+                "usage": usage, "distances": distances, "norm_ratio": self._norm_ratio(flat)}
+
+    def _norm_ratio(self, flat):
+        """Largest code-vector norm over the largest input-vector norm: near or below 1 when healthy
+        (codes are averages of inputs); far above 1 means an exploding codebook."""
+        largest_input = tf.reduce_max(tf.norm(flat, axis=1)) if flat.shape[0] != 0 else tf.constant(0.0)
+        largest_code = tf.reduce_max(tf.norm(tf.convert_to_tensor(self.codebook), axis=1))
+        return tf.where(largest_input > 0, largest_code / tf.maximum(largest_input, 1e-12), 0.0)
 
     def _update(self, flat, flat_indices, counts, errors):
         sums = tf.math.unsorted_segment_sum(flat, flat_indices, self.num_embeddings)
@@ -171,7 +179,7 @@ class VectorQuantizerEMA(keras.layers.Layer):
         return {"quantized": keras.KerasTensor(shape, "float32"),
                 "indices": keras.KerasTensor(shape[:-1], "int32"),
                 "loss": keras.KerasTensor((), "float32"), "perplexity": keras.KerasTensor((), "float32"),
-                "usage": keras.KerasTensor((), "float32"),
+                "usage": keras.KerasTensor((), "float32"), "norm_ratio": keras.KerasTensor((), "float32"),
                 "distances": keras.KerasTensor(shape[:-1] + (self.num_embeddings,), "float32")}
 
     def get_config(self):

@@ -1,7 +1,8 @@
 """Training-stage machinery shared by every stage: callbacks, checkpoints, resume, plots.
 
-A stage folder holds ``model.keras`` (the best model so far), ``checkpoint.keras`` and
-``checkpoint.json`` (the latest full state: weights, optimizer, epoch), ``history.csv``,
+A stage folder holds ``model.keras`` (the best model so far), ``checkpoint_step<N>.keras`` and
+``checkpoint.json`` (the latest full state: weights, optimizer, RNG state; the JSON names the file and
+records the epoch and step, and is written last, so it always points at a complete file), ``history.csv``,
 ``tensorboard/`` and ``plots/``. Every file is written atomically, so a crash leaves the last
 complete checkpoint, and re-running the same command resumes from it.
 """
@@ -50,49 +51,84 @@ def load_model(path: str) -> keras.Model:
     return model
 
 
+def _finite(logs) -> bool:
+    values = [float(v) for v in (logs or {}).values() if isinstance(v, (int, float, np.floating))]
+    return all(math.isfinite(v) for v in values)
+
+
 class StageCheckpoint(keras.callbacks.Callback):
-    """After every epoch: the full state to ``checkpoint.keras``, and ``model.keras`` when ``monitor`` improves.
+    """Saves the full training state to ``checkpoint_step<N>.keras`` + ``checkpoint.json``, and the best model.
+
+    The state (weights, optimizer slots and step, quantizer EMA statistics, dropout RNG state) is
+    saved after every epoch and every ``every_steps`` training steps; ``checkpoint.json`` records
+    the completed epochs and the global step, which fix the data position on resume (see
+    ``data.shuffled_passes``). ``model.keras`` is rewritten when ``monitor`` improves at an epoch
+    end. A state with a NaN/Inf logged value is never saved.
 
     Args:
         folder: the stage folder.
         monitor: log key of the quality measure (e.g. ``val_ssim``).
         mode: ``"max"`` or ``"min"``.
         best: best value reached before a resume.
+        steps_per_epoch: training steps in a full epoch.
+        every_steps: step interval of mid-epoch checkpoints (0: epoch ends only).
+        epoch, step: completed epochs and global step at the start (from a resumed checkpoint).
     """
 
-    def __init__(self, folder: str, monitor: str, mode: str = "max", best: float | None = None):
+    def __init__(self, folder: str, monitor: str, mode: str = "max", best: float | None = None,
+                 steps_per_epoch: int = 1, every_steps: int = 0, epoch: int = 0, step: int = 0):
         super().__init__()
         self.folder = folder
         self.monitor = monitor
         self.mode = mode
         self.best = best
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.epoch = epoch
+        self.step = step
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
             return True
         return value > self.best if self.mode == "max" else value < self.best
 
+    def _save(self) -> None:
+        # The state file first, then the JSON that points at it (the commit), then older state files:
+        # a crash at any point leaves a JSON naming a complete file whose step it records.
+        name = f"checkpoint_step{self.step:09d}.keras"
+        save_model_atomic(self.model, os.path.join(self.folder, name))
+        atomic_write_json(os.path.join(self.folder, "checkpoint.json"),
+                          {"file": name, "epoch": self.epoch, "step": self.step,
+                           "steps_per_epoch": self.steps_per_epoch, "best": self.best, "monitor": self.monitor})
+        remove_stale_checkpoints(self.folder, keep=name)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        in_epoch = self.step - self.epoch * self.steps_per_epoch
+        if self.every_steps and self.step % self.every_steps == 0 and in_epoch < self.steps_per_epoch \
+                and _finite(logs):
+            self._save()  # the epoch's last step is saved by on_epoch_end, after validation
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        values = [float(v) for v in logs.values() if isinstance(v, (int, float, np.floating))]
-        if any(not math.isfinite(v) for v in values):
+        if not _finite(logs):
             return  # never checkpoint a broken state
+        self.epoch = epoch + 1
+        self.step = self.epoch * self.steps_per_epoch
         value = logs.get(self.monitor)
         if value is not None and self._improved(float(value)):
             self.best = float(value)
             save_model_atomic(self.model, os.path.join(self.folder, "model.keras"))
-        save_model_atomic(self.model, os.path.join(self.folder, "checkpoint.keras"))
-        atomic_write_json(os.path.join(self.folder, "checkpoint.json"),
-                          {"epoch": epoch + 1, "best": self.best, "monitor": self.monitor})
+        self._save()
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stops training at the first NaN/Inf loss and remembers the step for a clear message."""
+    """Stops training at the first NaN/Inf loss and remembers the global step for a clear message."""
 
-    def __init__(self):
+    def __init__(self, step: int = 0):
         super().__init__()
         self.failed_at = None
-        self.step = 0
+        self.step = step
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -100,6 +136,32 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.failed_at = self.step
             self.model.stop_training = True
+
+
+class CodebookWatch(keras.callbacks.Callback):
+    """Reports an exploding codebook: a level whose largest code vector is ``limit`` times (or more)
+    the largest encoder output in an epoch (the ``{level}_norm_ratio`` logs), or non-finite.
+
+    Alerts are printed when they happen and kept in ``alerts`` for the stage's metrics.
+    """
+
+    def __init__(self, levels=("top", "bottom"), limit: float = 10.0):
+        super().__init__()
+        self.levels = levels
+        self.limit = limit
+        self.alerts: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        for level in self.levels:
+            ratio = (logs or {}).get(f"{level}_norm_ratio")
+            if ratio is None or (math.isfinite(float(ratio)) and float(ratio) < self.limit):
+                continue
+            alert = {"epoch": epoch + 1, "level": level, "norm_ratio": float(ratio)}
+            self.alerts.append(alert)
+            print(f"WARNING: exploding {level} codebook at epoch {epoch + 1}: its largest code vector is "
+                  f"{float(ratio):.1f}x the largest encoder output (healthy: about 1 or less). Codes this far from "
+                  f"the encoder outputs are never chosen; keep dead-code restarts on (--dead_code_threshold > 0) "
+                  f"and try a lower --learning_rate.", flush=True)
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -199,14 +261,25 @@ def image_grid(rows: list[np.ndarray], path: str, titles: list[str] | None = Non
 
 
 def read_checkpoint_state(folder: str) -> dict | None:
-    """The ``checkpoint.json`` of a stage folder, or None when there is no complete checkpoint."""
-    state_path = os.path.join(folder, "checkpoint.json")
-    if not (os.path.exists(state_path) and os.path.exists(os.path.join(folder, "checkpoint.keras"))):
-        return None
+    """The ``checkpoint.json`` of a stage folder (with ``path``: the state file it names), or None
+    when there is no complete checkpoint."""
     import json
 
+    state_path = os.path.join(folder, "checkpoint.json")
+    if not os.path.exists(state_path):
+        return None
     with open(state_path, encoding="utf-8") as handle:
-        return json.load(handle)
+        state = json.load(handle)
+    state["path"] = os.path.join(folder, state.get("file", "checkpoint.keras"))
+    return state if os.path.exists(state["path"]) else None
+
+
+def remove_stale_checkpoints(folder: str, keep: str | None = None) -> None:
+    """Deletes state files other than ``keep`` and temporaries a killed write left behind."""
+    for name in os.listdir(folder):
+        stale_state = name.startswith("checkpoint") and name.endswith(".keras") and name != keep
+        if stale_state or (name.startswith(".") and ".tmp" in name):
+            os.remove(os.path.join(folder, name))
 
 
 def distribution_strategy(train_config):
@@ -250,14 +323,22 @@ def scale_loss_for_replicas(optimizer, loss):
     return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
 
 
-def fit_stage(name: str, folder: str, build, train_dataset, validation_dataset, train_config, monitor: str,
-              mode: str, force: bool = False, extra_callbacks=(), panels=(), verbose: int = 2) -> dict:
+def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, train_config, monitor: str,
+              mode: str, steps_per_epoch: int, force: bool = False, extra_callbacks=(), panels=(),
+              verbose: int = 2) -> dict:
     """Trains a stage's model with resume, checkpoints, logs, plots, a time limit and a NaN stop.
 
-    Resumes from ``folder/checkpoint.keras`` unless ``force`` (then ``build()`` makes a fresh model
+    Resumes from the checkpoint ``folder/checkpoint.json`` names unless ``force`` (then ``build()`` makes a fresh model
     inside the strategy scope, compiled with the configured optimizer). On resume the configured
-    learning rate replaces the checkpoint's. ``model.keras`` ends up holding the best model by
-    ``monitor``.
+    learning rate replaces the checkpoint's. A resume in the middle of an epoch first finishes that
+    epoch (its logged averages then cover only the steps after the resume), then continues;
+    because ``train_stream(step)`` yields the same batches an uninterrupted run sees from global
+    step ``step`` on, the final weights match an uninterrupted run's. ``model.keras`` ends up
+    holding the best model by ``monitor``.
+
+    Args:
+        train_stream: ``step -> tf.data.Dataset``, the endless training batches from global step ``step``.
+        steps_per_epoch: training steps per epoch.
 
     Returns:
         ``epochs_trained`` (all sessions), ``train_seconds_this_session`` and ``stopped_by_time_limit``.
@@ -269,35 +350,49 @@ def fit_stage(name: str, folder: str, build, train_dataset, validation_dataset, 
     strategy = distribution_strategy(train_config)
     with strategy.scope():
         if state is not None:
-            print(f"resuming {name} from {folder}/checkpoint.keras after epoch {state['epoch']}")
-            model = load_model(os.path.join(folder, "checkpoint.keras"))
+            model = load_model(state["path"])
             model.optimizer.learning_rate.assign(train_config.learning_rate)
         else:
             model = build()
             model.compile(optimizer=make_optimizer(train_config), jit_compile=train_config.jit_compile)
     if state is None:
-        for stale in ("history.csv", "model.keras", "checkpoint.keras", "checkpoint.json"):
+        for stale in ("history.csv", "model.keras", "checkpoint.json"):
             if os.path.exists(os.path.join(folder, stale)):
                 os.remove(os.path.join(folder, stale))
+    remove_stale_checkpoints(folder, keep=os.path.basename(state["path"]) if state else None)
+    epoch = state["epoch"] if state else 0
+    step = state.get("step", epoch * steps_per_epoch) if state else 0
+    done_in_epoch = step - epoch * steps_per_epoch
+    if state is not None:
+        print(f"resuming {name} from {state['path']} at epoch {epoch + 1}, step {step}")
     history_path = os.path.join(folder, "history.csv")
-    non_finite = StopOnNonFinite()
+    non_finite = StopOnNonFinite(step)
     time_limit = TimeLimit(train_config.time_limit_minutes)
-    callbacks = [non_finite, StageCheckpoint(folder, monitor, mode, best=state["best"] if state else None),
-                 keras.callbacks.CSVLogger(history_path, append=state is not None),
-                 keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
-                 *extra_callbacks, CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"), list(panels)),
-                 time_limit]
+    checkpoint = StageCheckpoint(folder, monitor, mode, best=state["best"] if state else None,
+                                 steps_per_epoch=steps_per_epoch, every_steps=train_config.checkpoint_steps,
+                                 epoch=epoch, step=step)
+    phases = []  # (first epoch, end epoch, steps per epoch): a partial epoch first when resuming mid-epoch
+    if 0 < done_in_epoch < steps_per_epoch:
+        phases.append((epoch, epoch + 1, steps_per_epoch - done_in_epoch))
+        epoch += 1
+    phases.append((epoch, train_config.epochs, steps_per_epoch))
     start = time.perf_counter()
-    initial_epoch = state["epoch"] if state else 0
-    if initial_epoch < train_config.epochs:
-        model.fit(train_dataset, validation_data=validation_dataset, epochs=train_config.epochs,
-                  initial_epoch=initial_epoch, steps_per_epoch=train_config.steps_per_epoch or None,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    for index, (first, end, steps) in enumerate(phases):
+        if first >= end or non_finite.failed_at is not None or time_limit.reached:
+            continue
+        callbacks = [non_finite, checkpoint,
+                     keras.callbacks.CSVLogger(history_path, append=state is not None or index > 0),
+                     keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
+                     *extra_callbacks,
+                     CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"), list(panels)), time_limit]
+        model.fit(train_stream(checkpoint.step), validation_data=validation_dataset, epochs=end, initial_epoch=first,
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
     if non_finite.failed_at is not None:
-        kept = (f"the last good checkpoint {folder}/checkpoint.keras is kept"
-                if read_checkpoint_state(folder) else "no epoch had finished, so there is no checkpoint")
-        raise NonFiniteLoss(f"{name}: the loss became NaN/Inf at training step {non_finite.failed_at} of this "
-                            f"session; {kept}. Try a lower --learning_rate.")
+        last = read_checkpoint_state(folder)
+        kept = (f"the last good checkpoint {last['path']} (step {last['step']}) is kept"
+                if last else "no checkpoint had been written, so there is none")
+        raise NonFiniteLoss(f"{name}: the loss became NaN/Inf at training step {non_finite.failed_at}; {kept}. "
+                            f"Try a lower --learning_rate.")
     return {"epochs_trained": len(read_history(history_path).get("epoch", [])),
             "train_seconds_this_session": round(time.perf_counter() - start, 1),
             "stopped_by_time_limit": time_limit.reached}

@@ -82,7 +82,8 @@ class VQVAE2(keras.Model):
     ``train_step``/``test_step`` live on the model (``fit`` works on a dataset of image batches);
     the loss is ``mse / data_variance + top commitment + bottom commitment``. Tracked metrics:
     ``loss``, ``reconstruction_loss``, ``commitment_loss``, ``{top,bottom}_perplexity``,
-    ``{top,bottom}_usage``, and in ``test_step`` also ``ssim`` and ``psnr``.
+    ``{top,bottom}_usage``, ``{top,bottom}_norm_ratio`` (largest code norm over largest encoder-output
+    norm: an exploding codebook shows as a ratio far above 1), and in ``test_step`` also ``ssim`` and ``psnr``.
 
     Args:
         image_size (int, 256): side of the square input; divisible by 8.
@@ -146,7 +147,7 @@ class VQVAE2(keras.Model):
 
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
             "loss", "reconstruction_loss", "commitment_loss", "top_perplexity", "bottom_perplexity",
-            "top_usage", "bottom_usage")}
+            "top_usage", "bottom_usage", "top_norm_ratio", "bottom_norm_ratio")}
         self.eval_trackers = {name: keras.metrics.Mean(name=name) for name in ("ssim", "psnr")}
 
     @property
@@ -212,6 +213,10 @@ class VQVAE2(keras.Model):
         """Images [B, H, W, 1] (float32 in [0, 1]) from the two code maps."""
         return self._decode(self.top_quantizer.lookup(top_codes), self.bottom_quantizer.lookup(bottom_codes))
 
+    def decode_quantized(self, top_quantized, bottom_quantized):
+        """Images [B, H, W, 1] in [0, 1] from the two levels' quantized vectors (``quantize_levels``' outputs)."""
+        return self._decode(top_quantized, bottom_quantized)
+
     def quantize_levels(self, images):
         """Both quantizer outputs (dicts, see ``VectorQuantizerEMA``) for ``images``, without EMA updates."""
         return self._quantize(images, training=False)
@@ -231,7 +236,8 @@ class VQVAE2(keras.Model):
     def _track(self, loss, reconstruction_loss, commitment_loss, top, bottom):
         values = {"loss": loss, "reconstruction_loss": reconstruction_loss, "commitment_loss": commitment_loss,
                   "top_perplexity": top["perplexity"], "bottom_perplexity": bottom["perplexity"],
-                  "top_usage": top["usage"], "bottom_usage": bottom["usage"]}
+                  "top_usage": top["usage"], "bottom_usage": bottom["usage"],
+                  "top_norm_ratio": top["norm_ratio"], "bottom_norm_ratio": bottom["norm_ratio"]}
         for name, value in values.items():
             self.trackers[name].update_state(value)
 

@@ -50,15 +50,15 @@ def test_nan_loss_stops_the_stage_and_keeps_the_last_good_checkpoint(tiny_phanto
     assert train.main(["vqvae", "--data", tiny_phantom, "--run_dir", run_dir] + flags) == 0
     folder = os.path.join(run_dir, "vqvae")
     good = json.load(open(os.path.join(folder, "checkpoint.json")))
-    weights_before = training.load_model(os.path.join(folder, "checkpoint.keras")).get_weights()
+    weights_before = training.load_model(training.read_checkpoint_state(folder)["path"]).get_weights()
     os.remove(os.path.join(folder, "COMPLETE"))
     capsys.readouterr()
     # An absurd learning rate makes the loss non-finite within a few steps.
     assert train.main(["vqvae", "--run_dir", run_dir, "--epochs", "2", "--learning_rate", "1e30", "--override"]) == 2
     error = capsys.readouterr().err
-    assert "NaN/Inf at training step" in error and "checkpoint.keras is kept" in error
+    assert "NaN/Inf at training step" in error and "(step 4) is kept" in error
     assert json.load(open(os.path.join(folder, "checkpoint.json"))) == good
-    weights_after = training.load_model(os.path.join(folder, "checkpoint.keras")).get_weights()
+    weights_after = training.load_model(training.read_checkpoint_state(folder)["path"]).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(weights_before, weights_after))
     assert not os.path.exists(os.path.join(folder, "COMPLETE"))
 

@@ -98,8 +98,8 @@ def test_vqvae_stage_on_tiny_phantom(tiny_run):
     for level in ("top", "bottom"):
         assert 0 < metrics[level]["usage"] <= 1 and metrics[level]["perplexity"] >= 1
     assert metrics["synthetic_data"] is True and metrics["images"] == 4 and metrics["epochs_trained"] == 2
-    for name in ("model.keras", "checkpoint.keras", "history.csv", "COMPLETE", "plots/curves.png",
-                 "plots/reconstructions_epoch_002.png", "plots/reconstructions_test.png"):
+    for name in ("model.keras", "checkpoint_step000000008.keras", "checkpoint.json", "history.csv", "COMPLETE",
+                 "plots/curves.png", "plots/reconstructions_epoch_002.png", "plots/reconstructions_test.png"):
         assert os.path.exists(os.path.join(folder, name)), name
     assert len(open(os.path.join(folder, "history.csv")).read().strip().splitlines()) == 3
 
