@@ -19,17 +19,11 @@ from typing import Sequence
 import numpy as np
 
 from oasis_gen import data, pipeline
+from oasis_gen.fileio import save_figure
 
 
 def _save(figure, path: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from oasis_gen.fileio import atomic_path
-
-    with atomic_path(path, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    print(f"wrote {path}")
+    print(f"wrote {save_figure(figure, path)}")
 
 
 def _slices(data_config, split: str, count: int) -> tuple[np.ndarray, list[str]]:

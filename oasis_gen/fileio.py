@@ -50,3 +50,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, values: Any) -> None:
     """Writes ``values`` as indented, key-sorted JSON atomically."""
     atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> str:
+    """Saves a matplotlib figure as a PNG atomically, closes it and returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return os.fspath(path)

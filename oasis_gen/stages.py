@@ -95,29 +95,36 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
     plots = os.path.join(folder, "plots")
     keras.utils.set_random_seed(train_cfg.seed)
     slices = _slices(run)
-    repeat = train_cfg.steps_per_epoch > 0
-    train_ds, train_source = data.load_split(cfg.data, "train", train_cfg.batch_size, training=True,
-                                             seed=train_cfg.seed, repeat=repeat, drop_remainder=True,
-                                             folder=slices)
+    _, train_source = data.load_split(cfg.data, "train", train_cfg.batch_size, folder=slices)
     val_ds, val_source = data.load_split(cfg.data, "validate", train_cfg.batch_size, folder=slices)
     if len(train_source) < train_cfg.batch_size:
         raise data.DataError(f"the train split has {len(train_source)} slices, fewer than batch_size "
                              f"{train_cfg.batch_size}")
+
+    def train_stream(step):
+        return data.make_dataset(train_source, train_cfg.batch_size, training=True, cache=cfg.data.cache,
+                                 seed=train_cfg.seed,
+                                 deterministic=cfg.data.deterministic, resize_method=cfg.data.resize_method,
+                                 repeat=True, drop_remainder=True, start_step=step)
+
     def build():
         variance = cfg.vqvae.data_variance or _pixel_variance(
             data.make_dataset(train_source, 64, cache=False, resize_method=cfg.data.resize_method))
         return build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
 
+    codebook_watch = training.CodebookWatch()
     fitted = training.fit_stage(
-        "stage 1", folder, build, train_ds, val_ds, train_cfg, monitor="val_ssim", mode="max", force=force,
-        extra_callbacks=[_reconstruction_grid_callback(preview_slices(val_source)[0], plots, train_source.synthetic)],
+        "stage 1", folder, build, train_stream, val_ds, train_cfg, monitor="val_ssim", mode="max",
+        steps_per_epoch=train_cfg.steps_per_epoch or len(train_source) // train_cfg.batch_size, force=force,
+        extra_callbacks=[_reconstruction_grid_callback(preview_slices(val_source)[0], plots, train_source.synthetic),
+                         codebook_watch],
         panels=[("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
                 ("codebook usage", ["top_usage", "bottom_usage"])], verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
     test_ds, test_source = data.load_split(cfg.data, "test", train_cfg.batch_size, folder=slices)
     results = metrics.evaluate_reconstruction(best, test_ds)
     results.update({"split": "test", "data_dir": cfg.data.data_dir, "synthetic_data": test_source.synthetic,
-                    "parameters": int(best.count_params()), **fitted})
+                    "parameters": int(best.count_params()), "codebook_alerts": codebook_watch.alerts, **fitted})
     atomic_write_json(os.path.join(folder, "metrics.json"), results)
     preview, _ = preview_slices(test_source)
     training.image_grid([preview, best(preview).numpy()],
@@ -186,14 +193,16 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     if len(splits["train"]["top"]) < train_cfg.batch_size:
         raise data.DataError(f"{len(splits['train']['top'])} training code maps are fewer than batch_size "
                              f"{train_cfg.batch_size}")
-    train_ds = codes_lib.code_dataset(splits["train"], level, train_cfg.batch_size, training=True, seed=train_cfg.seed)
-    if train_cfg.steps_per_epoch:
-        train_ds = train_ds.repeat()
+    def train_stream(step):
+        return codes_lib.code_dataset(splits["train"], level, train_cfg.batch_size, training=True,
+                                      seed=train_cfg.seed, start_step=step)
+
     val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size)
     fitted = training.fit_stage(
         f"the {level} prior", folder,
         lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid),
-        train_ds, val_ds, train_cfg, monitor="val_bits_per_code", mode="min", force=force,
+        train_stream, val_ds, train_cfg, monitor="val_bits_per_code", mode="min",
+        steps_per_epoch=train_cfg.steps_per_epoch or len(splits["train"]["top"]) // train_cfg.batch_size, force=force,
         panels=[("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)", ["accuracy"])],
         verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
@@ -226,3 +235,18 @@ def stage_samples(run: Run, force: bool = False) -> dict:
                              out=os.path.join(run.path, "samples"), gif=True)
     return {"samples": summary["num_samples"], "seconds_per_brain": summary["seconds_per_brain"],
             "grid": os.path.join(summary["out"], "grid.png")}
+
+
+EVALUATION_SAMPLES = 64
+
+
+def stage_evaluate(run: Run, force: bool = False) -> dict:
+    """Scores 64 new samples against the test split (``samples/metrics.json``, ``samples/report.md``)."""
+    from oasis_gen.sample_quality import evaluate_samples
+
+    results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=EVALUATION_SAMPLES, seed=0)
+    print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (0.5 = indistinguishable), "
+          f"pairwise MS-SSIM {results['diversity_ms_ssim_samples']:.3f} (real {results['diversity_ms_ssim_real']:.3f}), "
+          f"SSIM to nearest training slice {results['novelty_ssim_nearest_mean']:.3f}; report {results['report']}")
+    return {key: round(results[key], 4) for key in ("c2st_auc", "diversity_ms_ssim_samples",
+                                                    "novelty_ssim_nearest_mean", "histogram_wasserstein")}

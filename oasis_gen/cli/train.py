@@ -10,6 +10,8 @@ Stages:
     codes   encode every split with the trained VQ-VAE-2 into codes/{train,validate,test}.npz
     prior   train a PixelCNN prior (stage 2): --level top | bottom
     samples generate 16 slices into samples/ (see generate.py for more control)
+    evaluate  score 64 new samples against the test split: samples/metrics.json, samples/report.md
+              (see `python -m oasis_gen.evaluate samples` for more control)
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from typing import Sequence
 from oasis_gen import config as config_lib
 from oasis_gen import pipeline
 
-STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom", "samples")
+STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom", "samples", "evaluate")
 _STAGE_SECTIONS = {
     "data": (("data", config_lib.DataConfig),),
     "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
               ("vqvae_train", config_lib.TrainConfig)),
     "codes": (),
     "samples": (),
+    "evaluate": (),
     "prior": (("LEVEL_prior", config_lib.PriorConfig), ("LEVEL_prior_train", config_lib.TrainConfig)),
 }
 
@@ -86,7 +89,7 @@ def _stage_functions():
 
     return {"data": stages.stage_data, "vqvae": stages.stage_vqvae, "codes": stages.stage_codes,
             "prior_top": stages.stage_prior_top, "prior_bottom": stages.stage_prior_bottom,
-            "samples": stages.stage_samples}
+            "samples": stages.stage_samples, "evaluate": stages.stage_evaluate}
 
 
 def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:

@@ -1,0 +1,24 @@
+"""The notebooks run top to bottom on a tiny phantom run, so they never rot."""
+
+import os
+
+import pytest
+
+NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb")))
+def test_notebook_runs(name, tiny_prior_run, tiny_phantom, monkeypatch, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("OASIS_GEN_RUN_DIR", tiny_prior_run)
+    monkeypatch.setenv("OASIS_GEN_DATA_DIR", tiny_phantom)
+    monkeypatch.setenv("OASIS_GEN_NUM_SAMPLES", "6")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [os.path.dirname(NOTEBOOKS),
+                                                                    os.environ.get("PYTHONPATH")])))
+    notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the notebook showed no figure"
