@@ -158,6 +158,8 @@ def _sample_models(preset_name: str, run_dir: str | None):
         from oasis_gen.cli.generate import load_models
 
         models = load_models(pipeline.open_run(run_dir, None, {}, create=False))
+        if models["top"] is None:
+            raise ValueError(f"{run_dir} is a single-level run; the sampling benchmark measures two-level runs")
         return models["vqvae"], models["top"], models["bottom"]
     from oasis_gen import config
     from oasis_gen.prior import build_prior

@@ -1,7 +1,7 @@
 """Extracted code maps on disk (``codes/{split}.npz``) and their tf.data loaders.
 
 Each file holds ``top`` int16 [N, h, w], ``bottom`` int16 [N, 2h, 2w] and ``files`` (the source
-slice names, in order). In memory, code grids are int32.
+slice names, in order); a single-level model's files have no ``top``. In memory, code grids are int32.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def encode_dataset(model, dataset, progress: bool = True, description: str = "en
     """Encodes a dataset of ``(images, paths)`` batches with a ``VQVAE2``.
 
     Returns:
-        ``{"top": int16 [N, h, w], "bottom": int16 [N, 2h, 2w], "files": str [N]}``.
+        ``{"top": int16 [N, h, w], "bottom": int16 [N, 2h, 2w], "files": str [N]}`` (no ``top`` for a
+        single-level model).
     """
     import tensorflow as tf
     from tqdm.auto import tqdm
@@ -26,17 +27,22 @@ def encode_dataset(model, dataset, progress: bool = True, description: str = "en
     tops, bottoms, files = [], [], []
     for images, paths in tqdm(dataset, desc=description, disable=not progress, leave=False):
         top, bottom = encode(images)
-        tops.append(top.numpy().astype(np.int16))
+        if top is not None:
+            tops.append(top.numpy().astype(np.int16))
         bottoms.append(bottom.numpy().astype(np.int16))
         files.extend(os.path.basename(p.decode()) for p in paths.numpy())
-    return {"top": np.concatenate(tops), "bottom": np.concatenate(bottoms), "files": np.asarray(files)}
+    codes = {"bottom": np.concatenate(bottoms), "files": np.asarray(files)}
+    if tops:
+        codes["top"] = np.concatenate(tops)
+    return codes
 
 
 def save_codes(path: str, codes: dict) -> None:
     """Writes code maps to an .npz file atomically."""
+    arrays = {name: np.asarray(codes[name]).astype(np.int16) for name in ("top", "bottom")
+              if codes.get(name) is not None}
     with atomic_path(path, suffix=".npz") as temporary:
-        np.savez_compressed(temporary, top=codes["top"].astype(np.int16), bottom=codes["bottom"].astype(np.int16),
-                            files=np.asarray(codes["files"]))
+        np.savez_compressed(temporary, files=np.asarray(codes["files"]), **arrays)
 
 
 def load_codes(path: str, num_embeddings: int | None = None) -> dict:
@@ -49,15 +55,21 @@ def load_codes(path: str, num_embeddings: int | None = None) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no code file at {path}")
     with np.load(path, allow_pickle=False) as archive:
-        missing = {"top", "bottom", "files"} - set(archive.files)
+        missing = {"bottom", "files"} - set(archive.files)
         if missing:
             raise ValueError(f"{path} lacks the arrays {sorted(missing)}")
-        codes = {key: archive[key] for key in ("top", "bottom", "files")}
-    top, bottom = codes["top"], codes["bottom"]
-    if top.ndim != 3 or bottom.ndim != 3 or len(top) != len(bottom) or bottom.shape[1] != 2 * top.shape[1]:
+        codes = {key: archive[key] for key in ("top", "bottom", "files") if key in archive.files}
+    bottom = codes["bottom"]
+    if bottom.ndim != 3 or len(bottom) != len(codes["files"]):
+        raise ValueError(f"{path}: expected bottom [N, h, w] with N file names, got {bottom.shape} and "
+                         f"{len(codes['files'])} names")
+    top = codes.get("top")
+    if top is not None and (top.ndim != 3 or len(top) != len(bottom) or bottom.shape[1] != 2 * top.shape[1]):
         raise ValueError(f"{path}: expected top [N, h, w] and bottom [N, 2h, 2w], got {top.shape} and {bottom.shape}")
     if num_embeddings is not None:
-        for name, values in (("top", top), ("bottom", bottom)):
+        for name, values in codes.items():
+            if name == "files":
+                continue
             if values.size and (values.min() < 0 or values.max() >= num_embeddings):
                 raise ValueError(f"{path}: {name} codes outside [0, {num_embeddings})")
     return codes
@@ -65,7 +77,8 @@ def load_codes(path: str, num_embeddings: int | None = None) -> dict:
 
 def code_dataset(codes: dict, level: str, batch_size: int, training: bool = False, seed: int = 0,
                  start_step: int = 0):
-    """tf.data batches for a prior: top code maps, or ``{"bottom", "top"}`` dicts for the bottom prior (int32).
+    """tf.data batches for a prior: top code maps, or ``{"bottom", "top"}`` dicts for the bottom prior (int32);
+    bottom code maps alone when ``codes`` has no top level (a single-level model).
 
     ``training`` gives an endless stream of shuffled passes (``data.shuffled_indices``) from
     batch ``start_step`` on; otherwise one pass in file order.
@@ -76,14 +89,15 @@ def code_dataset(codes: dict, level: str, batch_size: int, training: bool = Fals
 
     if level not in ("top", "bottom"):
         raise ValueError(f"level must be 'top' or 'bottom', got {level!r}")
-    arrays = {"top": tf.constant(codes["top"].astype(np.int32))}
-    if level == "bottom":
-        arrays["bottom"] = tf.constant(codes["bottom"].astype(np.int32))
+    if level == "top" and codes.get("top") is None:
+        raise ValueError("these codes come from a single-level model: there is no top level")
+    names = ("top",) if level == "top" else ("bottom", "top") if codes.get("top") is not None else ("bottom",)
+    arrays = {name: tf.constant(np.asarray(codes[name]).astype(np.int32)) for name in names}
 
     def pick(index):
-        return arrays["top"][index] if level == "top" else {"bottom": arrays["bottom"][index], "top": arrays["top"][index]}
+        return arrays[names[0]][index] if len(names) == 1 else {name: arrays[name][index] for name in names}
 
-    count = len(codes["top"])
+    count = len(codes["bottom"])
     if training:
         indices = shuffled_indices(count, seed, start_step * batch_size)
     else:

@@ -70,6 +70,8 @@ class VQVAEConfig:
         1.0, "a code whose EMA count (vectors per step) falls below this is re-seeded from encoder outputs "
              "(0 disables)")
     data_variance: float = _field(0.0, "variance of training pixels for the loss (0: measured from the data)")
+    levels: int = _field(2, "code levels: 2 for VQ-VAE-2 (32x32 top + 64x64 bottom), 1 for a single 64x64 map "
+                            "(the single-level VQ-VAE baseline)", choices=(1, 2))
 
 
 @dataclasses.dataclass
@@ -83,6 +85,16 @@ class PriorConfig:
     num_heads: int = _field(4, "attention heads")
     num_conditioning_layers: int = _field(4, "residual blocks of the top-code conditioning stack (bottom prior only)")
     dropout: float = _field(0.1, "dropout rate inside the gated blocks")
+
+
+@dataclasses.dataclass
+class DCGANConfig:
+    """The DCGAN latent-map prior baseline (Radford et al. 2016; see ``oasis_gen.dcgan``)."""
+
+    noise_dim: int = _field(128, "size of the generator's noise input")
+    base_channels: int = _field(64, "discriminator channels in its first layer (doubling per layer)")
+    label_smoothing: float = _field(0.1, "one-sided label smoothing: real targets are 1 - this")
+    discriminator_learning_rate: float = _field(2e-4, "Adam learning rate of the discriminator (beta1 0.5)")
 
 
 @dataclasses.dataclass
@@ -114,6 +126,9 @@ class Config:
     vqvae_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     top_prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     bottom_prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    dcgan: DCGANConfig = dataclasses.field(default_factory=DCGANConfig)
+    dcgan_train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(batch_size=64, epochs=25, learning_rate=2e-4))
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict:
@@ -170,6 +185,8 @@ def _preset_quick() -> Config:
         vqvae_train=TrainConfig(batch_size=16, epochs=6, learning_rate=1e-3),
         top_prior_train=TrainConfig(batch_size=16, epochs=10, learning_rate=1e-3),
         bottom_prior_train=TrainConfig(batch_size=16, epochs=4, learning_rate=1e-3),
+        dcgan=DCGANConfig(noise_dim=64, base_channels=16),
+        dcgan_train=TrainConfig(batch_size=32, epochs=10, learning_rate=2e-4),
     )
 
 
@@ -186,6 +203,7 @@ def _preset_cpu() -> Config:
         vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=40.0),
         top_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
         bottom_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=58.0),
+        dcgan_train=TrainConfig(batch_size=64, epochs=60, learning_rate=2e-4, time_limit_minutes=30.0),
     )
 
 

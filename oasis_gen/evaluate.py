@@ -14,6 +14,10 @@ held-out slices (C2ST AUC, diversity, novelty, intensity and head-area distances
 weights); writes ``samples/metrics.json``, ``samples/report.md`` and figures (see
 ``oasis_gen.sample_quality``).
 
+``compare --run_dir R1 --run_dir R2 ... --data DIR [--num_samples N] [--out DIR]`` puts runs'
+reconstruction metrics, prior NLL and sample metrics in one table and one figure of samples side
+by side (``comparison.md``, ``comparison.json``, ``comparison.png``; see ``oasis_gen.compare``).
+
 ``--json`` prints one JSON object on stdout instead of the table.
 """
 
@@ -78,6 +82,8 @@ def evaluate_prior(run_dir: str, data_dir: str, split: str = "test", batch_size:
                "slices": int(len(codes["files"])), "run_dir": run.path}
     for level in ("top", "bottom"):
         prior = models[level]
+        if prior is None:
+            continue
         nats = tf.function(lambda batch: tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=batch["bottom"] if isinstance(batch, dict) else batch, logits=prior(batch, training=False))))
         total, count = 0.0, 0
@@ -97,6 +103,8 @@ def _print_reconstruction(results: dict) -> None:
     print(f"  PSNR     {results['psnr_mean']:.2f} dB +- {results['psnr_std']:.2f}")
     print(f"  MSE      {results['mse_mean']:.6f}")
     for level in ("top", "bottom"):
+        if level not in results:
+            continue
         stats = results[level]
         print(f"  {level:<7}  perplexity {stats['perplexity']:.1f}, codes used {stats['codes_used']} "
               f"({stats['usage']:.1%})")
@@ -128,7 +136,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     command.add_argument("--c2st_epochs", type=int, default=20, help="training epochs of the two-sample classifier")
     command.add_argument("--copy_threshold", type=float, default=0.95,
                          help="a sample this similar (SSIM) to a training slice counts as a copy")
-    command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
+    command.add_argument("--prior", default="pixelcnn", choices=("pixelcnn", "dcgan"),
+                         help="the run's PixelCNN priors or its DCGAN baseline")
+    command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples or RUN_DIR/samples_dcgan)")
+    command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    command = commands.add_parser("compare", help="several runs side by side: one table, one figure")
+    command.add_argument("--run_dir", action="append", required=True, help="a run directory (repeat the flag)")
+    command.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
+    command.add_argument("--num_samples", type=int, default=64, help="samples per model")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--c2st_epochs", type=int, default=20)
+    command.add_argument("--out", default="comparison", help="output folder")
     command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
     if args.command == "samples":
@@ -174,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
                 print(f"{results['slices']} slices of the {args.split} split of {results['data_dir']}{label}")
                 for level in ("top", "bottom"):
+                    if level not in results:
+                        continue
                     values = results[level]
                     print(f"  {level:<7} {values['nll_bits_per_code']:.3f} bits per code "
                           f"(uniform {values['uniform_bits_per_code']:.1f})")
@@ -182,11 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             results = evaluate_samples(args.run_dir, args.data, args.num_samples, args.temperature, args.seed,
                                        args.split, args.batch_size, args.inception_weights, args.temperatures,
-                                       args.out, args.c2st_epochs, args.copy_threshold, progress=not args.json)
+                                       args.out, args.c2st_epochs, args.copy_threshold, progress=not args.json,
+                                       prior=args.prior)
             if args.json:
                 print(json.dumps(results))
             else:
                 _print_samples(results)
+        elif args.command == "compare":
+            from oasis_gen.compare import compare_runs
+
+            results = compare_runs(args.run_dir, args.data, args.out, args.num_samples, args.seed, args.c2st_epochs,
+                                   progress=not args.json)
+            if args.json:
+                print(json.dumps(results))
+            else:
+                print(open(results["written"]["markdown"], encoding="utf-8").read())
+                print("wrote " + ", ".join(results["written"].values()))
     except (data.DataError, pipeline.RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

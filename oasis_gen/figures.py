@@ -88,18 +88,18 @@ def make_figures(run_dir: str, data_dir: str, out: str, num_samples: int = 8) ->
                     f"held-out subjects: inputs, VQ-VAE-2 reconstructions, errors{tag}"), path)
         written.append(path)
 
-        top, bottom = model.encode(test_images[:4])
+        maps = [(name, codes) for name, codes in zip(("top", "bottom"), model.encode(test_images[:4]))
+                if codes is not None]
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(3, 4, figsize=(8, 6.4), squeeze=False)
+        figure, axes = plt.subplots(1 + len(maps), 4, figsize=(8, 2.1 * (1 + len(maps)) + 0.1), squeeze=False)
         for c in range(4):
-            for r, (label, image, cmap) in enumerate((("slice", test_images[c][..., 0], "gray"),
-                                                      (f"top codes {top.shape[1]}x{top.shape[2]}", top[c], "nipy_spectral"),
-                                                      (f"bottom codes {bottom.shape[1]}x{bottom.shape[2]}", bottom[c],
-                                                       "nipy_spectral"))):
+            rows = [("slice", test_images[c][..., 0], "gray")] + [
+                (f"{name} codes {codes.shape[1]}x{codes.shape[2]}", codes[c], "nipy_spectral") for name, codes in maps]
+            for r, (label, image, cmap) in enumerate(rows):
                 axes[r][c].imshow(np.asarray(image), cmap=cmap, interpolation="nearest")
                 axes[r][c].set_xticks([])
                 axes[r][c].set_yticks([])
@@ -114,17 +114,18 @@ def make_figures(run_dir: str, data_dir: str, out: str, num_samples: int = 8) ->
         path = os.path.join(out, "vqvae_curves.png")
         training.plot_history(os.path.join(run.path, "vqvae", "history.csv"), path,
                               [("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
-                               ("codebook usage", ["top_usage", "bottom_usage"])])
+                               ("codebook usage", [f"{name}_usage" for name in model.level_names])])
         written.append(path)
 
-    if run.is_complete("prior_top") and run.is_complete("prior_bottom"):
+    prior_levels = ("bottom",) if run.config.vqvae.levels == 1 else ("top", "bottom")
+    if all(run.is_complete(f"prior_{level}") for level in prior_levels):
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for axis, level in zip(axes, ("top", "bottom")):
+        figure, axes = plt.subplots(1, len(prior_levels), figsize=(4.5 * len(prior_levels), 3.4), squeeze=False)
+        for axis, level in zip(axes[0], prior_levels):
             history = training.read_history(os.path.join(run.path, f"prior_{level}", "history.csv"))
             epochs = [e + 1 for e in history["epoch"]]
             axis.plot(epochs, history["bits_per_code"], "-", label="train")
@@ -139,11 +140,9 @@ def make_figures(run_dir: str, data_dir: str, out: str, num_samples: int = 8) ->
         written.append(path)
 
         from oasis_gen.cli.generate import load_models
-        from oasis_gen.sampling import generate
+        from oasis_gen.sampling import generate_from
 
-        models = load_models(run)
-        result = generate(models["vqvae"], models["top"], models["bottom"], num_samples, temperature=1.0, seed=0,
-                          batch_size=num_samples)
+        result = generate_from(load_models(run), num_samples, temperature=1.0, seed=0, batch_size=num_samples)
         path = os.path.join(out, "samples.png")
         _save(_grid([("generated", result["images"])], None,
                     f"new slices sampled from the priors (seed 0, temperature 1.0){tag}"), path)

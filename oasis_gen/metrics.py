@@ -59,31 +59,32 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
 
     Returns:
         ``ssim_mean``, ``ssim_std``, ``ssim_min``, ``ms_ssim_mean``, ``psnr_mean``, ``psnr_std``,
-        ``mse_mean``, ``images``, and ``top``/``bottom`` dicts with ``perplexity``, ``usage`` and
-        ``codes_used`` over the whole split.
+        ``mse_mean``, ``images``, ``levels``, and a dict per code map (``top`` and ``bottom``, or
+        ``bottom`` alone for a single-level model) with ``perplexity``, ``usage`` and ``codes_used``
+        over the whole split.
     """
     from tqdm.auto import tqdm
 
     @tf.function
     def step(images):
         top, bottom = model.quantize_levels(images)
-        reconstructions = model.decode_quantized(top["quantized"], bottom["quantized"])  # already in [0, 1]
+        reconstructions = model.decode_quantized(None if top is None else top["quantized"], bottom["quantized"])
         mse = tf.reduce_mean(tf.square(images - reconstructions), axis=[1, 2, 3])
-        counts = [tf.math.bincount(tf.reshape(level["indices"], [-1]), minlength=model.num_embeddings,
-                                   maxlength=model.num_embeddings) for level in (top, bottom)]
+        counts = {name: tf.math.bincount(tf.reshape(level["indices"], [-1]), minlength=model.num_embeddings,
+                                         maxlength=model.num_embeddings)
+                  for name, level in (("top", top), ("bottom", bottom)) if level is not None}
         return (ssim(images, reconstructions), ms_ssim(images, reconstructions), psnr(images, reconstructions),
-                mse, counts[0], counts[1])
+                mse, counts)
 
     values = {"ssim": [], "ms_ssim": [], "psnr": [], "mse": []}
-    top_counts = np.zeros(model.num_embeddings, np.int64)
-    bottom_counts = np.zeros(model.num_embeddings, np.int64)
+    counts = {name: np.zeros(model.num_embeddings, np.int64) for name in model.level_names}
     for batch in tqdm(dataset, desc="evaluating", disable=not progress, leave=False):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        s, m, p, e, top, bottom = step(images)
+        s, m, p, e, batch_counts = step(images)
         for key, value in zip(("ssim", "ms_ssim", "psnr", "mse"), (s, m, p, e)):
             values[key].append(value.numpy())
-        top_counts += top.numpy()
-        bottom_counts += bottom.numpy()
+        for name, value in batch_counts.items():
+            counts[name] += value.numpy()
     arrays = {key: np.concatenate(value) for key, value in values.items()}
     psnr_values = arrays["psnr"][np.isfinite(arrays["psnr"])]
     return {
@@ -92,8 +93,8 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
         "ssim_min": float(arrays["ssim"].min()),
         "ms_ssim_mean": float(arrays["ms_ssim"].mean()),
         "psnr_mean": float(psnr_values.mean()), "psnr_std": float(psnr_values.std()),
-        "mse_mean": float(arrays["mse"].mean()),
-        "top": code_statistics(top_counts), "bottom": code_statistics(bottom_counts),
+        "mse_mean": float(arrays["mse"].mean()), "levels": len(counts),
+        **{name: code_statistics(level_counts) for name, level_counts in counts.items()},
     }
 
 

@@ -26,7 +26,8 @@ COMPLETE = "COMPLETE"
 # The stages whose results depend on each config section: once one has started, the section is locked.
 SECTION_OWNERS = {"data": ("data", "vqvae", "codes"), "vqvae": ("vqvae",), "vqvae_train": ("vqvae",),
                   "top_prior": ("prior_top",), "top_prior_train": ("prior_top",),
-                  "bottom_prior": ("prior_bottom",), "bottom_prior_train": ("prior_bottom",)}
+                  "bottom_prior": ("prior_bottom",), "bottom_prior_train": ("prior_bottom",),
+                  "dcgan": ("prior_dcgan",), "dcgan_train": ("prior_dcgan",)}
 
 
 class RunError(RuntimeError):

@@ -437,7 +437,8 @@ class _GatedPixelCNN(keras.Model):
 
 @_REGISTER
 class TopPrior(_GatedPixelCNN):
-    """Gated PixelCNN with causal self-attention over the top code map.
+    """Unconditional gated PixelCNN with causal self-attention: the top code map's prior (and the
+    single code map's prior of a one-level VQ-VAE).
 
     Example: ``TopPrior(512, 32, 32)(top_codes)`` with ``top_codes`` int32 [B, 32, 32] gives logits
     [B, 32, 32, 512]. ``fit`` takes batches of top code maps.
@@ -510,10 +511,16 @@ class BottomPrior(_GatedPixelCNN):
         return config
 
 
-def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bottom_grid: int):
-    """A built ``TopPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes."""
-    if level == "top":
-        model = TopPrior(num_embeddings, top_grid, top_grid, prior_config.hidden_channels, prior_config.num_layers,
+def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bottom_grid: int,
+                conditional: bool = True):
+    """A built ``TopPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes.
+
+    ``conditional=False`` gives the bottom map of a single-level VQ-VAE an unconditional prior (a
+    ``TopPrior`` over the bottom grid).
+    """
+    if level == "top" or (level == "bottom" and not conditional):
+        grid = top_grid if level == "top" else bottom_grid
+        model = TopPrior(num_embeddings, grid, grid, prior_config.hidden_channels, prior_config.num_layers,
                          prior_config.kernel_size, prior_config.dropout, prior_config.num_attention_blocks,
                          prior_config.num_heads)
     elif level == "bottom":

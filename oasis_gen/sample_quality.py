@@ -124,8 +124,12 @@ def score_samples(samples: np.ndarray, reference: Reference, seed: int = 0, copy
 def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temperature: float = 1.0, seed: int = 0,
                      split: str = "test", batch_size: int = 8, inception_weights: str | None = None,
                      temperatures: tuple[float, ...] = (), out: str | None = None, c2st_epochs: int = 20,
-                     copy_threshold: float = 0.95, progress: bool = True) -> dict:
+                     copy_threshold: float = 0.95, progress: bool = True, prior: str = "pixelcnn",
+                     keep_images: bool = False) -> dict:
     """Generates ``num_samples`` slices from the run and scores them against ``data_dir``; writes the report.
+
+    ``prior`` picks the run's PixelCNN priors or its DCGAN baseline (``"dcgan"``; temperature does
+    not apply to it, and its default output folder is ``<run>/samples_dcgan``).
 
     Raises:
         pipeline.RunError: the run lacks a trained VQ-VAE or prior.
@@ -141,19 +145,21 @@ def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temper
         raise FileNotFoundError(f"no Inception weights file at {inception_weights}")
     start = time.perf_counter()
     run = pipeline.open_run(run_dir, None, {}, create=False)
-    models = load_models(run)
-    out = os.path.abspath(out or os.path.join(run.path, "samples"))
+    models = load_models(run, prior)
+    if prior == "dcgan" and temperatures:
+        raise ValueError("a temperature sweep needs the PixelCNN priors; the DCGAN has no temperature")
+    out = os.path.abspath(out or os.path.join(run.path, "samples" if prior == "pixelcnn" else f"samples_{prior}"))
     figures = os.path.join(out, "figures")
     os.makedirs(figures, exist_ok=True)
     reference = load_reference(run, models["vqvae"], data_dir, split, count=num_samples, seed=seed)
 
     def sample(temp):
-        return sampling.generate(models["vqvae"], models["top"], models["bottom"], num_samples, temp, 0, seed,
-                                 "cached", batch_size, progress)["images"]
+        return sampling.generate_from(models, num_samples, temp, 0, seed, "cached", batch_size, progress)["images"]
 
     samples = sample(temperature)
     scores, details = score_samples(samples, reference, seed, copy_threshold, c2st_epochs, inception_weights)
-    results = {"run_dir": run.path, "data_dir": reference.data_dir, "split": split,
+    results = {"run_dir": run.path, "prior": prior, "levels": models["vqvae"].levels, "data_dir": reference.data_dir,
+               "split": split,
                "synthetic_data": reference.synthetic, "temperature": temperature, "seed": seed, **scores}
     written = _figures(samples, reference, details, scores, figures)
     sweep = []
@@ -167,6 +173,8 @@ def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temper
     atomic_write_json(os.path.join(out, "metrics.json"), results)
     atomic_write_text(os.path.join(out, "report.md"), report(results, sweep, [os.path.relpath(p, out) for p in written]))
     results["report"] = os.path.join(out, "report.md")
+    if keep_images:  # for callers that show the samples (not written to metrics.json)
+        results["images"], results["real_images"] = samples, reference.heldout
     return results
 
 
@@ -285,7 +293,7 @@ def report(results: dict, sweep: list[dict], figures: list[str]) -> str:
         ("head area W1", f"{results['brain_area_wasserstein']:.4f}", "0"),
         ("FID", fid, "0"),
     ]
-    lines = [f"# Sample evaluation: {results['run_dir']}", "",
+    lines = [f"# Sample evaluation: {results['run_dir']} ({results['prior']} prior)", "",
              f"{results['num_samples']} samples (temperature {results['temperature']}, seed {results['seed']}) "
              f"against {results['real_slices']} real slices of the {results['split']} split of "
              f"`{results['data_dir']}`.{synthetic}", "",

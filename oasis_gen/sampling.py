@@ -58,7 +58,7 @@ def _check_prior(prior, condition):
     if isinstance(prior, BottomPrior) and condition is None:
         raise ValueError("the bottom prior samples conditioned on top codes: pass condition=top_codes")
     if isinstance(prior, TopPrior) and condition is not None:
-        raise ValueError("the top prior takes no condition")
+        raise ValueError("this prior is unconditional (a TopPrior) and takes no condition")
     if not isinstance(prior, (TopPrior, BottomPrior)):
         raise TypeError(f"expected a TopPrior or BottomPrior, got {type(prior).__name__}")
 
@@ -284,14 +284,37 @@ def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature: floa
              seed: int = 0, method: str = "cached", batch_size: int = 8, progress: bool = True) -> dict:
     """New slices: top codes from the top prior, bottom codes from the bottom prior given them, then decoding.
 
+    For a single-level VQ-VAE pass ``top_prior=None``: the bottom prior is then unconditional.
+
     Returns:
-        ``{"images": float32 [N, S, S, 1] in [0, 1], "top": int32 [N, h, w], "bottom": int32 [N, 2h, 2w]}``.
+        ``{"images": float32 [N, S, S, 1] in [0, 1], "top": int32 [N, h, w] or None, "bottom": int32 [N, 2h, 2w]}``.
     """
     from tqdm.auto import tqdm
 
-    with tqdm(total=2 * num_samples, desc=f"sampling ({method})", disable=not progress) as bar:
-        top = PriorSampler(top_prior, method, batch_size)(num_samples, None, temperature, top_k, seed, bar)
+    levels = 1 if top_prior is None else 2
+    with tqdm(total=levels * num_samples, desc=f"sampling ({method})", disable=not progress) as bar:
+        top = None
+        if top_prior is not None:
+            top = PriorSampler(top_prior, method, batch_size)(num_samples, None, temperature, top_k, seed, bar)
         bottom = PriorSampler(bottom_prior, method, batch_size)(num_samples, top, temperature, top_k, seed + 1, bar)
-    images = np.concatenate([vqvae.decode_codes(top[i:i + batch_size], bottom[i:i + batch_size]).numpy()
-                             for i in range(0, num_samples, batch_size)]) if num_samples else np.zeros((0,))
-    return {"images": images, "top": top, "bottom": bottom}
+    return {"images": decode_in_batches(vqvae, top, bottom, batch_size), "top": top, "bottom": bottom}
+
+
+def decode_in_batches(vqvae, top, bottom, batch_size: int = 8) -> np.ndarray:
+    """Decoded images [N, S, S, 1] of code maps (``top`` None for a single-level model)."""
+    if len(bottom) == 0:
+        return np.zeros((0, vqvae.image_size, vqvae.image_size, 1), np.float32)
+    return np.concatenate([vqvae.decode_codes(None if top is None else top[i:i + batch_size],
+                                              bottom[i:i + batch_size]).numpy()
+                           for i in range(0, len(bottom), batch_size)])
+
+
+def generate_from(models: dict, num_samples: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
+                  method: str = "cached", batch_size: int = 8, progress: bool = True) -> dict:
+    """``generate`` with the models ``load_models`` returns: the PixelCNN priors, or the DCGAN prior
+    when ``models["dcgan"]`` is set (temperature, ``top_k`` and ``method`` then do not apply)."""
+    if models.get("dcgan") is not None:
+        codes = models["dcgan"].sample_codes(num_samples, seed)
+        return {"images": decode_in_batches(models["vqvae"], None, codes, batch_size), "top": None, "bottom": codes}
+    return generate(models["vqvae"], models["top"], models["bottom"], num_samples, temperature, top_k, seed, method,
+                    batch_size, progress)

@@ -13,7 +13,7 @@ import numpy as np
 
 from oasis_gen import data
 from oasis_gen.fileio import atomic_write_json
-from oasis_gen.pipeline import Run
+from oasis_gen.pipeline import Run, RunError
 
 PHANTOM_SUBJECTS = 40
 PHANTOM_SLICES = 32
@@ -112,14 +112,15 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
             data.make_dataset(train_source, 64, cache=False, resize_method=cfg.data.resize_method))
         return build_vqvae(cfg.vqvae, train_source.shape[0], data_variance=variance, seed=train_cfg.seed)
 
-    codebook_watch = training.CodebookWatch()
+    levels = ("top", "bottom") if cfg.vqvae.levels == 2 else ("bottom",)
+    codebook_watch = training.CodebookWatch(levels)
     fitted = training.fit_stage(
         "stage 1", folder, build, train_stream, val_ds, train_cfg, monitor="val_ssim", mode="max",
         steps_per_epoch=train_cfg.steps_per_epoch or len(train_source) // train_cfg.batch_size, force=force,
         extra_callbacks=[_reconstruction_grid_callback(preview_slices(val_source)[0], plots, train_source.synthetic),
                          codebook_watch],
         panels=[("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
-                ("codebook usage", ["top_usage", "bottom_usage"])], verbose=_verbosity())
+                ("codebook usage", [f"{level}_usage" for level in levels])], verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
     test_ds, test_source = data.load_split(cfg.data, "test", train_cfg.batch_size, folder=slices)
     results = metrics.evaluate_reconstruction(best, test_ds)
@@ -131,12 +132,12 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
                         os.path.join(plots, "reconstructions_test.png"),
                         label="test slices (top) and reconstructions (bottom)"
                               + (" - SYNTHETIC phantom data" if test_source.synthetic else ""))
+    usage = {f"{level}_usage": results[level]["usage"] for level in levels}
     print(f"stage 1 test metrics: SSIM {results['ssim_mean']:.4f} +- {results['ssim_std']:.4f} "
           f"(min {results['ssim_min']:.4f}), MS-SSIM {results['ms_ssim_mean']:.4f}, "
-          f"PSNR {results['psnr_mean']:.2f} dB; codes used top {results['top']['usage']:.1%}, "
-          f"bottom {results['bottom']['usage']:.1%}")
-    return {key: results[key] for key in ("ssim_mean", "psnr_mean")} | {
-        "top_usage": results["top"]["usage"], "bottom_usage": results["bottom"]["usage"]}
+          f"PSNR {results['psnr_mean']:.2f} dB; codes used "
+          + ", ".join(f"{level} {results[level]['usage']:.1%}" for level in levels))
+    return {key: results[key] for key in ("ssim_mean", "psnr_mean")} | usage
 
 
 def load_vqvae(run: Run):
@@ -160,8 +161,8 @@ def stage_codes(run: Run, force: bool = False) -> dict:
         codes = codes_lib.encode_dataset(model, dataset, description=f"encoding {split}")
         codes_lib.save_codes(os.path.join(folder, f"{split}.npz"), codes)
         summary[split] = int(len(codes["files"]))
-        print(f"[codes] {split}: {len(codes['files'])} slices -> top {codes['top'].shape[1:]}, "
-              f"bottom {codes['bottom'].shape[1:]}")
+        print(f"[codes] {split}: {len(codes['files'])} slices -> "
+              + ", ".join(f"{level} {codes[level].shape[1:]}" for level in ("top", "bottom") if level in codes))
     return summary
 
 
@@ -183,6 +184,9 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
 
     run.require("codes", f"prior_{level}")
     vqvae = load_vqvae(run)
+    if level == "top" and vqvae.levels == 1:
+        raise RunError(f"{run.path} holds a single-level VQ-VAE: it has no top codes; its one prior is "
+                       f"`python train.py prior --level bottom`")
     num_embeddings = vqvae.num_embeddings
     train_cfg = getattr(run.config, f"{level}_prior_train")
     prior_cfg = run.config.top_prior if level == "top" else run.config.bottom_prior
@@ -190,8 +194,8 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     keras.utils.set_random_seed(train_cfg.seed)
     splits = {split: codes_lib.load_codes(os.path.join(run.path, "codes", f"{split}.npz"), num_embeddings)
               for split in data.SPLITS}
-    if len(splits["train"]["top"]) < train_cfg.batch_size:
-        raise data.DataError(f"{len(splits['train']['top'])} training code maps are fewer than batch_size "
+    if len(splits["train"]["bottom"]) < train_cfg.batch_size:
+        raise data.DataError(f"{len(splits['train']['bottom'])} training code maps are fewer than batch_size "
                              f"{train_cfg.batch_size}")
     def train_stream(step):
         return codes_lib.code_dataset(splits["train"], level, train_cfg.batch_size, training=True,
@@ -200,9 +204,11 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size)
     fitted = training.fit_stage(
         f"the {level} prior", folder,
-        lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid),
+        lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid,
+                            conditional=vqvae.levels == 2),
         train_stream, val_ds, train_cfg, monitor="val_bits_per_code", mode="min",
-        steps_per_epoch=train_cfg.steps_per_epoch or len(splits["train"]["top"]) // train_cfg.batch_size, force=force,
+        steps_per_epoch=train_cfg.steps_per_epoch or len(splits["train"]["bottom"]) // train_cfg.batch_size,
+        force=force,
         panels=[("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)", ["accuracy"])],
         verbose=_verbosity())
     best = training.load_model(os.path.join(folder, "model.keras"))
@@ -221,6 +227,68 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
           f"(train / validate / test; uniform {results['uniform_bits_per_code']:.1f})")
     return {"nll_bits_per_code_test": nll["test"], "gap_bits": results["generalisation_gap_bits"],
             "parameters": results["parameters"]}
+
+
+def _latent_scale(codebook: np.ndarray, codes: np.ndarray) -> float:
+    """Standard deviation of the entries of the latent maps ``codebook[codes]``, from code counts."""
+    counts = np.bincount(codes.ravel().astype(np.int64), minlength=len(codebook)).astype(np.float64)
+    total = counts.sum() * codebook.shape[1]
+    mean = float(counts @ codebook.sum(axis=1)) / total
+    mean_square = float(counts @ np.square(codebook).sum(axis=1)) / total
+    return float(np.sqrt(max(mean_square - mean * mean, 1e-12)))
+
+
+def stage_prior_dcgan(run: Run, force: bool = False) -> dict:
+    """Trains the DCGAN latent-map prior of a single-level run (``prior_dcgan/``): the baseline of
+    earlier OASIS work, with a fixed-noise sample grid per epoch and a warning when the discriminator
+    wins outright."""
+    import keras
+
+    from oasis_gen import codes as codes_lib
+    from oasis_gen import sampling, training
+    from oasis_gen.dcgan import DiscriminatorWatch, build_dcgan
+
+    run.require("codes", "prior_dcgan")
+    vqvae = load_vqvae(run)
+    if vqvae.levels != 1:
+        raise RunError(f"{run.path} holds a two-level VQ-VAE-2; the DCGAN prior models the single code map of "
+                       f"a one-level model (train one with `python train.py vqvae --levels 1 ...`)")
+    train_cfg = run.config.dcgan_train
+    folder = run.stage_dir("prior_dcgan")
+    plots = os.path.join(folder, "plots")
+    keras.utils.set_random_seed(train_cfg.seed)
+    train_codes = codes_lib.load_codes(os.path.join(run.path, "codes", "train.npz"), vqvae.num_embeddings)
+    count = len(train_codes["bottom"])
+    if count < train_cfg.batch_size:
+        raise data.DataError(f"{count} training code maps are fewer than batch_size {train_cfg.batch_size}")
+    codebook = vqvae.bottom_quantizer.codebook.numpy()
+    scale = _latent_scale(codebook, train_codes["bottom"])
+    synthetic = _slices(run).synthetic
+
+    class SampleGrid(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            images = sampling.decode_in_batches(vqvae, None, self.model.sample_codes(8, seed=0))
+            training.image_grid([images], os.path.join(plots, f"samples_epoch_{epoch + 1:03d}.png"),
+                                label=f"epoch {epoch + 1}: DCGAN samples from fixed noise"
+                                      + (" - SYNTHETIC phantom data" if synthetic else ""))
+
+    watch = DiscriminatorWatch()
+    fitted = training.fit_stage(
+        "the DCGAN prior", folder, lambda: build_dcgan(run.config.dcgan, codebook, vqvae.bottom_grid, scale),
+        lambda step: codes_lib.code_dataset(train_codes, "bottom", train_cfg.batch_size, training=True,
+                                            seed=train_cfg.seed, start_step=step),
+        None, train_cfg, monitor=None, mode="min", steps_per_epoch=train_cfg.steps_per_epoch or count // train_cfg.batch_size,
+        force=force, extra_callbacks=[SampleGrid(), watch],
+        optimizer=lambda: keras.optimizers.Adam(train_cfg.learning_rate, beta_1=0.5),
+        panels=[("losses", ["d_loss", "g_loss"]), ("discriminator accuracy", ["d_real_accuracy", "d_fake_accuracy"])],
+        verbose=_verbosity())
+    model = training.load_model(os.path.join(folder, "model.keras"))
+    results = {"kind": "dcgan", "generator_parameters": int(model.generator.count_params()),
+               "discriminator_parameters": int(model.discriminator.count_params()), "latent_scale": scale,
+               "discriminator_alerts": watch.alerts, "synthetic_data": synthetic, **fitted}
+    atomic_write_json(os.path.join(folder, "metrics.json"), results)
+    return {"generator_parameters": results["generator_parameters"], "alerts": len(watch.alerts),
+            "epochs_trained": fitted["epochs_trained"]}
 
 
 stage_prior_top = _prior_stage("top")

@@ -37,7 +37,8 @@ def load_model(path: str) -> keras.Model:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a Keras model of a registered oasis_gen class.
     """
-    import oasis_gen.prior  # noqa: F401  (importing registers the classes)
+    import oasis_gen.dcgan  # noqa: F401  (importing registers the classes)
+    import oasis_gen.prior  # noqa: F401
     import oasis_gen.vqvae  # noqa: F401
 
     if not os.path.exists(path):
@@ -67,7 +68,7 @@ class StageCheckpoint(keras.callbacks.Callback):
 
     Args:
         folder: the stage folder.
-        monitor: log key of the quality measure (e.g. ``val_ssim``).
+        monitor: log key of the quality measure (e.g. ``val_ssim``); None keeps the latest model.
         mode: ``"max"`` or ``"min"``.
         best: best value reached before a resume.
         steps_per_epoch: training steps in a full epoch.
@@ -115,9 +116,9 @@ class StageCheckpoint(keras.callbacks.Callback):
             return  # never checkpoint a broken state
         self.epoch = epoch + 1
         self.step = self.epoch * self.steps_per_epoch
-        value = logs.get(self.monitor)
-        if value is not None and self._improved(float(value)):
-            self.best = float(value)
+        value = logs.get(self.monitor) if self.monitor else None
+        if self.monitor is None or (value is not None and self._improved(float(value))):
+            self.best = None if value is None else float(value)
             save_model_atomic(self.model, os.path.join(self.folder, "model.keras"))
         self._save()
 
@@ -323,9 +324,9 @@ def scale_loss_for_replicas(optimizer, loss):
     return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
 
 
-def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, train_config, monitor: str,
+def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, train_config, monitor: str | None,
               mode: str, steps_per_epoch: int, force: bool = False, extra_callbacks=(), panels=(),
-              verbose: int = 2) -> dict:
+              verbose: int = 2, optimizer=None) -> dict:
     """Trains a stage's model with resume, checkpoints, logs, plots, a time limit and a NaN stop.
 
     Resumes from the checkpoint ``folder/checkpoint.json`` names unless ``force`` (then ``build()`` makes a fresh model
@@ -339,6 +340,7 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
     Args:
         train_stream: ``step -> tf.data.Dataset``, the endless training batches from global step ``step``.
         steps_per_epoch: training steps per epoch.
+        optimizer: ``() -> optimizer`` for a fresh model (default: ``make_optimizer(train_config)``).
 
     Returns:
         ``epochs_trained`` (all sessions), ``train_seconds_this_session`` and ``stopped_by_time_limit``.
@@ -354,7 +356,11 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
             model.optimizer.learning_rate.assign(train_config.learning_rate)
         else:
             model = build()
-            model.compile(optimizer=make_optimizer(train_config), jit_compile=train_config.jit_compile)
+            model.compile(optimizer=optimizer() if optimizer else make_optimizer(train_config),
+                          jit_compile=train_config.jit_compile)
+            # Built on every trainable variable, as Keras builds it when loading a checkpoint (a model
+            # that updates subsets with it, like the DCGAN, would otherwise save slots that do not load).
+            model.optimizer.build(model.trainable_variables)
     if state is None:
         for stale in ("history.csv", "model.keras", "checkpoint.json"):
             if os.path.exists(os.path.join(folder, stale)):

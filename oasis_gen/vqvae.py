@@ -4,6 +4,10 @@ For a 256x256 slice the bottom encoder downsamples x4 (64x64 features), the top 
 (32x32). The top level is quantized and decoded back to 64x64; the bottom quantizer sees the
 bottom features together with that decoded top; the decoder sees both quantized levels (the top
 one upsampled x2) and reconstructs the slice.
+
+With ``levels=1`` the same model family is the single-level VQ-VAE of van den Oord et al. (2017)
+that earlier OASIS work used: the bottom encoder, one 64x64 code map, one codebook, the decoder.
+Code maps keep their names: the single map is the ``bottom`` one and ``top`` is ``None``.
 """
 
 from __future__ import annotations
@@ -96,16 +100,21 @@ class VQVAE2(keras.Model):
         dead_code_threshold (float, 1.0): quantizer settings (see ``VectorQuantizerEMA``).
         data_variance (float, 0.06): variance of training pixels; normalises the reconstruction loss.
         seed (int, 0): seed of the quantizers' restart draws.
+        levels (int, 2): 2 for the hierarchy; 1 for a single 64x64 code map (no top level: ``encode``
+            returns ``(None, bottom_codes)`` and ``decode_codes`` takes ``top_codes=None``).
 
     Raises:
-        ValueError: for an image size not divisible by 8 or non-positive sizes.
+        ValueError: for an image size not divisible by 8, non-positive sizes or levels not 1 or 2.
     """
 
     def __init__(self, image_size: int = 256, num_hiddens: int = 128, num_residual_layers: int = 2,
                  num_residual_hiddens: int = 32, num_embeddings: int = 512, embedding_dim: int = 64,
                  commitment_cost: float = 0.25, decay: float = 0.99, epsilon: float = 1e-5,
-                 dead_code_threshold: float = 1.0, data_variance: float = 0.06, seed: int = 0, **kwargs):
+                 dead_code_threshold: float = 1.0, data_variance: float = 0.06, seed: int = 0, levels: int = 2,
+                 **kwargs):
         super().__init__(**kwargs)
+        if levels not in (1, 2):
+            raise ValueError(f"levels must be 1 or 2, got {levels}")
         if image_size < 8 or image_size % 8:
             raise ValueError(f"image_size must be a positive multiple of 8, got {image_size}")
         if num_hiddens < 2 or data_variance <= 0:
@@ -123,6 +132,7 @@ class VQVAE2(keras.Model):
         self.dead_code_threshold = dead_code_threshold
         self.data_variance = data_variance
         self.seed = seed
+        self.levels = levels
 
         def residual(name):
             return ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name=name)
@@ -130,25 +140,32 @@ class VQVAE2(keras.Model):
         half = num_hiddens // 2
         self.bottom_encoder = [_conv(half, 4, 2, "enc_b_down1"), _conv(num_hiddens, 4, 2, "enc_b_down2"),
                                _conv(num_hiddens, 3, 1, "enc_b_conv"), residual("enc_b_res")]
-        self.top_encoder = [_conv(num_hiddens, 4, 2, "enc_t_down"), _conv(num_hiddens, 3, 1, "enc_t_conv"),
-                            residual("enc_t_res")]
-        self.top_pre_quantize = _conv(embedding_dim, 1, 1, "top_pre_vq")
         quantizer_args = dict(num_embeddings=num_embeddings, embedding_dim=embedding_dim,
                               commitment_cost=commitment_cost, decay=decay, epsilon=epsilon,
                               dead_code_threshold=dead_code_threshold)
-        self.top_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed, name="top_quantizer")
-        self.top_decoder = [_conv(num_hiddens, 3, 1, "dec_t_conv"), residual("dec_t_res"),
-                            _deconv(embedding_dim, 4, 2, "dec_t_up")]
+        if levels == 2:
+            self.top_encoder = [_conv(num_hiddens, 4, 2, "enc_t_down"), _conv(num_hiddens, 3, 1, "enc_t_conv"),
+                                residual("enc_t_res")]
+            self.top_pre_quantize = _conv(embedding_dim, 1, 1, "top_pre_vq")
+            self.top_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed, name="top_quantizer")
+            self.top_decoder = [_conv(num_hiddens, 3, 1, "dec_t_conv"), residual("dec_t_res"),
+                                _deconv(embedding_dim, 4, 2, "dec_t_up")]
         self.bottom_pre_quantize = _conv(embedding_dim, 1, 1, "bottom_pre_vq")
         self.bottom_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed + 1, name="bottom_quantizer")
-        self.top_upsample = _deconv(embedding_dim, 4, 2, "top_upsample")
+        if levels == 2:  # created here to keep the variable order of saved two-level models
+            self.top_upsample = _deconv(embedding_dim, 4, 2, "top_upsample")
         self.decoder = [_conv(num_hiddens, 3, 1, "dec_conv"), residual("dec_res"),
                         _deconv(half, 4, 2, "dec_up1"), _deconv(1, 4, 2, "dec_up2")]
 
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in (
-            "loss", "reconstruction_loss", "commitment_loss", "top_perplexity", "bottom_perplexity",
-            "top_usage", "bottom_usage", "top_norm_ratio", "bottom_norm_ratio")}
+        per_level = [f"{level}_{name}" for level in self.level_names for name in ("perplexity", "usage", "norm_ratio")]
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ["loss", "reconstruction_loss", "commitment_loss"] + per_level}
         self.eval_trackers = {name: keras.metrics.Mean(name=name) for name in ("ssim", "psnr")}
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        """The code maps this model has, coarse to fine: ``("top", "bottom")`` or ``("bottom",)``."""
+        return ("top", "bottom") if self.levels == 2 else ("bottom",)
 
     @property
     def top_grid(self) -> int:
@@ -180,9 +197,12 @@ class VQVAE2(keras.Model):
                              f"got shape {tuple(shape)}")
 
     def _quantize(self, images, training=False):
+        """Quantizer outputs ``(top or None, bottom)``."""
         self._check(images)
         x = tf.cast(images, self.compute_dtype) - 0.5
         bottom_features = self._run(self.bottom_encoder, x)
+        if self.levels == 1:
+            return None, self.bottom_quantizer(self.bottom_pre_quantize(bottom_features), training=training)
         top_features = self._run(self.top_encoder, bottom_features)
         top = self.top_quantizer(self.top_pre_quantize(top_features), training=training)
         decoded_top = self._run(self.top_decoder, tf.cast(top["quantized"], self.compute_dtype))
@@ -191,34 +211,47 @@ class VQVAE2(keras.Model):
         return top, bottom
 
     def _decode(self, top_quantized, bottom_quantized):
-        top_up = self.top_upsample(tf.cast(top_quantized, self.compute_dtype))
-        x = tf.concat([tf.cast(bottom_quantized, self.compute_dtype), top_up], axis=-1)
+        x = tf.cast(bottom_quantized, self.compute_dtype)
+        if self.levels == 2:
+            x = tf.concat([x, self.top_upsample(tf.cast(top_quantized, self.compute_dtype))], axis=-1)
         x = tf.cast(self._run(self.decoder, x), tf.float32) + 0.5
         # Clip to [0, 1] with a straight-through gradient: the black MRI background is reproduced
         # exactly (any negative output is 0), while a brain pixel stuck below 0 still gets a gradient.
         # A linear output leaves a faint background haze that MSE ignores but SSIM punishes hard.
         return x + tf.stop_gradient(tf.clip_by_value(x, 0.0, 1.0) - x)
 
+    @staticmethod
+    def _quantized(level):
+        return None if level is None else level["quantized"]
+
     # -------------------------------------------------------------------------- public API
     def call(self, images, training=False):
         top, bottom = self._quantize(images, training=training)
-        return self._decode(top["quantized"], bottom["quantized"])
+        return self._decode(self._quantized(top), bottom["quantized"])
 
     def encode(self, images):
-        """Code maps of ``images`` [B, H, W, 1]: ``(top_codes [B, H/8, W/8], bottom_codes [B, H/4, W/4])`` int32."""
+        """Code maps of ``images`` [B, H, W, 1]: ``(top_codes [B, H/8, W/8], bottom_codes [B, H/4, W/4])`` int32
+        (``top_codes`` is None for a single-level model)."""
         top, bottom = self._quantize(images, training=False)
-        return top["indices"], bottom["indices"]
+        return (None if top is None else top["indices"]), bottom["indices"]
 
     def decode_codes(self, top_codes, bottom_codes):
-        """Images [B, H, W, 1] (float32 in [0, 1]) from the two code maps."""
-        return self._decode(self.top_quantizer.lookup(top_codes), self.bottom_quantizer.lookup(bottom_codes))
+        """Images [B, H, W, 1] (float32 in [0, 1]) from the code maps (``top_codes`` None for one level)."""
+        top = None if self.levels == 1 else self.top_quantizer.lookup(top_codes)
+        return self._decode(top, self.bottom_quantizer.lookup(bottom_codes))
+
+    def snap(self, latents):
+        """Codes [B, h, w] of the bottom codebook vectors nearest to continuous latent maps [B, h, w, D]."""
+        latents = tf.cast(latents, tf.float32)
+        distances = self.bottom_quantizer.compute_distances(tf.reshape(latents, (-1, self.embedding_dim)))
+        return tf.reshape(tf.argmin(distances, axis=1, output_type=tf.int32), tf.shape(latents)[:-1])
 
     def decode_quantized(self, top_quantized, bottom_quantized):
-        """Images [B, H, W, 1] in [0, 1] from the two levels' quantized vectors (``quantize_levels``' outputs)."""
+        """Images [B, H, W, 1] in [0, 1] from the levels' quantized vectors (``quantize_levels``' outputs)."""
         return self._decode(top_quantized, bottom_quantized)
 
     def quantize_levels(self, images):
-        """Both quantizer outputs (dicts, see ``VectorQuantizerEMA``) for ``images``, without EMA updates."""
+        """The quantizer outputs ``(top or None, bottom)`` (dicts, see ``VectorQuantizerEMA``), without EMA updates."""
         return self._quantize(images, training=False)
 
     # -------------------------------------------------------------------------- training
@@ -228,16 +261,16 @@ class VQVAE2(keras.Model):
 
     def _forward_losses(self, images, training):
         top, bottom = self._quantize(images, training=training)
-        reconstructions = self._decode(top["quantized"], bottom["quantized"])
+        reconstructions = self._decode(self._quantized(top), bottom["quantized"])
         reconstruction_loss = tf.reduce_mean(tf.square(reconstructions - images)) / self.data_variance
-        commitment_loss = top["loss"] + bottom["loss"]
+        commitment_loss = bottom["loss"] + (0.0 if top is None else top["loss"])
         return reconstructions, reconstruction_loss, commitment_loss, top, bottom
 
     def _track(self, loss, reconstruction_loss, commitment_loss, top, bottom):
-        values = {"loss": loss, "reconstruction_loss": reconstruction_loss, "commitment_loss": commitment_loss,
-                  "top_perplexity": top["perplexity"], "bottom_perplexity": bottom["perplexity"],
-                  "top_usage": top["usage"], "bottom_usage": bottom["usage"],
-                  "top_norm_ratio": top["norm_ratio"], "bottom_norm_ratio": bottom["norm_ratio"]}
+        values = {"loss": loss, "reconstruction_loss": reconstruction_loss, "commitment_loss": commitment_loss}
+        for name, level in (("top", top), ("bottom", bottom)):
+            if level is not None:
+                values.update({f"{name}_{key}": level[key] for key in ("perplexity", "usage", "norm_ratio")})
         for name, value in values.items():
             self.trackers[name].update_state(value)
 
@@ -269,7 +302,7 @@ class VQVAE2(keras.Model):
                        "embedding_dim": self.embedding_dim, "commitment_cost": self.commitment_cost,
                        "decay": self.decay, "epsilon": self.epsilon,
                        "dead_code_threshold": self.dead_code_threshold, "data_variance": self.data_variance,
-                       "seed": self.seed})
+                       "seed": self.seed, "levels": self.levels})
         return config
 
 
@@ -282,6 +315,6 @@ def build_vqvae(vqvae_config, image_size: int, data_variance: float | None = Non
                    num_embeddings=vqvae_config.num_embeddings, embedding_dim=vqvae_config.embedding_dim,
                    commitment_cost=vqvae_config.commitment_cost, decay=vqvae_config.decay,
                    epsilon=vqvae_config.epsilon, dead_code_threshold=vqvae_config.dead_code_threshold,
-                   data_variance=float(variance), seed=seed)
+                   data_variance=float(variance), seed=seed, levels=vqvae_config.levels)
     model.build()
     return model

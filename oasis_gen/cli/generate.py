@@ -31,19 +31,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="same seed and batch size, same brains")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--method", choices=("cached", "naive"), default="cached")
+    parser.add_argument("--prior", choices=PRIORS, default="pixelcnn",
+                        help="which trained prior samples the codes (dcgan: a single-level run's DCGAN baseline)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
     parser.add_argument("--gif", action="store_true", help="also write an animation of the sampling")
     return parser.parse_args(argv)
 
 
-def load_models(run: pipeline.Run) -> dict:
-    """The run's VQ-VAE-2 and priors; raises RunError naming the first stage that is not trained."""
+PRIORS = ("pixelcnn", "dcgan")
+
+
+def load_models(run: pipeline.Run, prior: str = "pixelcnn") -> dict:
+    """The run's VQ-VAE-2 and priors (``top`` is None for a single-level run; with ``prior="dcgan"``
+    the DCGAN is under ``dcgan``); raises RunError naming the first stage that is not trained."""
     from oasis_gen import training
 
+    if prior == "dcgan":
+        for stage in ("vqvae", "prior_dcgan"):
+            run.require(stage, "generate --prior dcgan")
+        return {"vqvae": training.load_model(os.path.join(run.path, "vqvae", "model.keras")), "top": None,
+                "bottom": None, "dcgan": training.load_model(os.path.join(run.path, "prior_dcgan", "model.keras"))}
+    if prior != "pixelcnn":
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    single = run.config.vqvae.levels == 1
     for stage in REQUIRED_STAGES:
-        run.require(stage, "generate")
+        if not (single and stage == "prior_top"):
+            run.require(stage, "generate")
     return {"vqvae": training.load_model(os.path.join(run.path, "vqvae", "model.keras")),
-            "top": training.load_model(os.path.join(run.path, "prior_top", "model.keras")),
+            "top": None if single else training.load_model(os.path.join(run.path, "prior_top", "model.keras")),
             "bottom": training.load_model(os.path.join(run.path, "prior_bottom", "model.keras"))}
 
 
@@ -80,7 +95,7 @@ def write_gif(path: str, image: np.ndarray, bottom_codes: np.ndarray, num_embedd
 
 def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
                    batch_size: int = 8, method: str = "cached", out: str | None = None, gif: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, prior: str = "pixelcnn") -> dict:
     """Generates ``num_samples`` slices from a run and writes them to ``out``; returns a summary."""
     import imageio.v3 as iio
 
@@ -91,12 +106,11 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     run = pipeline.open_run(run_dir, None, {}, create=False)
-    models = load_models(run)
-    out = os.path.abspath(out or os.path.join(run.path, "samples"))
+    models = load_models(run, prior)
+    out = os.path.abspath(out or os.path.join(run.path, "samples" if prior == "pixelcnn" else f"samples_{prior}"))
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-    result = sampling.generate(models["vqvae"], models["top"], models["bottom"], num_samples, temperature, top_k,
-                               seed, method, batch_size, progress)
+    result = sampling.generate_from(models, num_samples, temperature, top_k, seed, method, batch_size, progress)
     seconds = time.perf_counter() - start
     images = result["images"]
     for index, image in enumerate(images):
@@ -108,12 +122,12 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     synthetic = pipeline.read_json(os.path.join(run.path, "vqvae", "metrics.json")).get("synthetic_data", False)
     columns = min(8, num_samples)
     rows = [images[i:i + columns] for i in range(0, num_samples, columns)]
-    label = (f"generated slices, temperature {temperature}, seed {seed}"
+    label = (f"generated slices ({prior} prior), temperature {temperature}, seed {seed}"
              + (" - model trained on SYNTHETIC phantom data" if synthetic else ""))
     training.image_grid(rows, os.path.join(out, "grid.png"), label=label)
     if gif:
-        write_gif(os.path.join(out, "sampling.gif"), images[0], result["bottom"][0], models["bottom"].num_embeddings)
-    summary = {"num_samples": num_samples, "temperature": temperature, "top_k": top_k, "seed": seed,
+        write_gif(os.path.join(out, "sampling.gif"), images[0], result["bottom"][0], models["vqvae"].num_embeddings)
+    summary = {"prior": prior, "num_samples": num_samples, "temperature": temperature, "top_k": top_k, "seed": seed,
                "method": method, "batch_size": batch_size, "seconds": round(seconds, 2),
                "seconds_per_brain": round(seconds / num_samples, 3), "out": out,
                "trained_on_synthetic_data": synthetic}
@@ -127,12 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         summary = run_generation(args.run_dir, args.num_samples, args.temperature, args.top_k, args.seed,
-                                 args.batch_size, args.method, args.out, args.gif)
+                                 args.batch_size, args.method, args.out, args.gif, prior=args.prior)
     except (pipeline.RunError, DataError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {summary['num_samples']} slices to {summary['out']} "
-          f"({summary['seconds_per_brain']:.2f} s per brain, {summary['method']} sampler)")
+          f"({summary['seconds_per_brain']:.2f} s per brain, "
+          + (f"{summary['method']} sampler)" if args.prior == "pixelcnn" else f"{args.prior} prior)"))
     print(json.dumps(summary))
     return 0
 

@@ -8,7 +8,8 @@ Stages:
     data    write the phantom data (when no --data) and summarise the data folder
     vqvae   train the hierarchical VQ-VAE-2 (stage 1) and evaluate it on the test split
     codes   encode every split with the trained VQ-VAE-2 into codes/{train,validate,test}.npz
-    prior   train a PixelCNN prior (stage 2): --level top | bottom
+    prior   train a PixelCNN prior (stage 2): --level top | bottom; or, for a single-level run
+            (vqvae --levels 1), the DCGAN baseline prior: --kind dcgan (stage prior_dcgan)
     samples generate 16 slices into samples/ (see generate.py for more control)
     evaluate  score 64 new samples against the test split: samples/metrics.json, samples/report.md
               (see `python -m oasis_gen.evaluate samples` for more control)
@@ -26,6 +27,7 @@ from oasis_gen import config as config_lib
 from oasis_gen import pipeline
 
 STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom", "samples", "evaluate")
+OPTIONAL_STAGES = ("prior_dcgan",)  # not in the default pipeline; --stages may name them
 _STAGE_SECTIONS = {
     "data": (("data", config_lib.DataConfig),),
     "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
@@ -34,6 +36,7 @@ _STAGE_SECTIONS = {
     "samples": (),
     "evaluate": (),
     "prior": (("LEVEL_prior", config_lib.PriorConfig), ("LEVEL_prior_train", config_lib.TrainConfig)),
+    "prior_dcgan": (("dcgan", config_lib.DCGANConfig), ("dcgan_train", config_lib.TrainConfig)),
 }
 
 
@@ -57,10 +60,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated stages of the pipeline to run (default: {','.join(STAGES)})")
     commands = parser.add_subparsers(dest="stage", metavar="STAGE")
     for stage, sections in _STAGE_SECTIONS.items():
+        if stage == "prior_dcgan":
+            continue  # `prior --kind dcgan`
         sub = commands.add_parser(stage, help=f"run only the '{stage}' stage")
         _add_common(sub)
         if stage == "prior":
-            sub.add_argument("--level", required=True, choices=("top", "bottom"), help="which prior to train")
+            sub.add_argument("--kind", default="pixelcnn", choices=("pixelcnn", "dcgan"),
+                             help="pixelcnn (default) or the DCGAN baseline of a single-level run")
+            sub.add_argument("--level", choices=("top", "bottom"), help="which PixelCNN prior to train")
+            config_lib.add_flags(sub, config_lib.DCGANConfig)
         for _, section_type in sections:
             if section_type is config_lib.DataConfig:
                 continue  # --data and the data fields below are shared
@@ -68,14 +76,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         config_lib.add_flags(sub, config_lib.DataConfig)
     args = parser.parse_args(argv)
     if args.stage is None:
-        unknown = [s for s in args.stages.split(",") if s and s not in STAGES]
+        unknown = [s for s in args.stages.split(",") if s and s not in STAGES + OPTIONAL_STAGES]
         if unknown:
-            parser.error(f"unknown stages {unknown}; expected some of {list(STAGES)}")
+            parser.error(f"unknown stages {unknown}; expected some of {list(STAGES + OPTIONAL_STAGES)}")
+    if args.stage == "prior" and args.kind == "pixelcnn" and args.level is None:
+        parser.error("prior: --level top or --level bottom is required for a PixelCNN prior")
     return args
 
 
 def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
     overrides: dict[str, dict] = {}
+    if stage == "prior" and args.kind == "dcgan":
+        stage = "prior_dcgan"
     for name, section_type in _STAGE_SECTIONS.get(stage, ()):
         name = name.replace("LEVEL", getattr(args, "level", "") or "")
         overrides[name] = config_lib.given_flags(args, section_type)
@@ -89,7 +101,8 @@ def _stage_functions():
 
     return {"data": stages.stage_data, "vqvae": stages.stage_vqvae, "codes": stages.stage_codes,
             "prior_top": stages.stage_prior_top, "prior_bottom": stages.stage_prior_bottom,
-            "samples": stages.stage_samples, "evaluate": stages.stage_evaluate}
+            "samples": stages.stage_samples, "evaluate": stages.stage_evaluate,
+            "prior_dcgan": stages.stage_prior_dcgan}
 
 
 def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
@@ -97,6 +110,9 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
     results = {}
     functions = _stage_functions()
     for stage in stages:
+        if stage == "prior_top" and run.config.vqvae.levels == 1:
+            print("[prior_top] a single-level VQ-VAE has no top codes; skipping")
+            continue
         if run.is_complete(stage) and not force:
             print(f"[{stage}] already finished in {run.path}; skipping (use --force to redo)")
             results[stage] = pipeline.read_json(os.path.join(run.path, stage, pipeline.COMPLETE))
@@ -112,11 +128,11 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
 
 def _print_final(run: pipeline.Run, results: dict, timer: pipeline.StageTimer) -> None:
     print(f"\nrun directory: {run.path}")
-    print(f"{'stage':<10}{'seconds':>10}  summary")
+    print(f"{'stage':<14}{'seconds':>10}  summary")
     for stage, summary in results.items():
         seconds = timer.seconds.get(stage)
         shown = {k: v for k, v in summary.items() if k != "finished"}
-        print(f"{stage:<10}{'skipped' if seconds is None else f'{seconds:.1f}':>10}  {shown}")
+        print(f"{stage:<14}{'skipped' if seconds is None else f'{seconds:.1f}':>10}  {shown}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,12 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.stage == "prior":
-            stages = [f"prior_{args.level}"]
+            stages = ["prior_dcgan"] if args.kind == "dcgan" else [f"prior_{args.level}"]
         else:
             stages = [args.stage] if args.stage else [s for s in args.stages.split(",") if s]
         run = pipeline.open_run(args.run_dir or pipeline.default_run_dir(), args.preset,
                                 _overrides(args, args.stage), override=args.override,
                                 unlocked=stages if args.force else ())
+        if stages == ["prior_top"] and run.config.vqvae.levels == 1:
+            raise pipeline.RunError(f"{run.path} holds a single-level VQ-VAE: it has no top codes; its one prior is "
+                                    f"`python train.py prior --level bottom` (or --kind dcgan)")
         if args.stage and args.stage != "data" and run.config.data.data_dir is None:
             stages = ["data"] + stages if not run.is_complete("data") else stages
         start = time.perf_counter()
