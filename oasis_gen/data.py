@@ -37,7 +37,8 @@ SPLIT_FOLDER = "keras_png_slices_{split}"
 MASK_FOLDER = "keras_png_slices_seg_{split}"
 PHANTOM_MARKER = "SYNTHETIC_PHANTOM_DATA.txt"
 MAX_PIXELS = 1 << 26  # 67 million pixels: far beyond any MRI slice, far below a decompression bomb
-_SLICE_NAME = re.compile(r"(?:case|seg)_(\d+)_slice_(\d+)", re.IGNORECASE)
+# case_012_slice_7.nii.png; a subject's second scan session may carry a tag: case_0012_mr2_slice_7.nii.png
+_SLICE_NAME = re.compile(r"(?:case|seg)_(\d+)(?:_mr\d+)?_slice_(\d+)", re.IGNORECASE)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS_BY_COLOR_TYPE = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
