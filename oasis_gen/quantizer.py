@@ -49,7 +49,7 @@ class VectorQuantizerEMA(keras.layers.Layer):
     Returns (from ``call``):
         dict with ``quantized`` (straight-through), ``indices`` (int32), ``loss`` (scalar),
         ``perplexity`` (scalar), ``usage`` (fraction of codes used in the batch), ``distances``,
-        ``norm_ratio`` (largest code norm / largest input norm; far above 1: exploding codebook).
+        ``norm_ratio`` (largest norm of a used code / largest input norm; far above 1: exploding codebook).
 
     Raises:
         ValueError: for out-of-range arguments, or inputs whose last axis is not ``embedding_dim``.
@@ -119,13 +119,18 @@ class VectorQuantizerEMA(keras.layers.Layer):
         usage = tf.reduce_mean(tf.cast(counts > 0, tf.float32))
         distances = tf.reshape(distances, tf.concat([tf.shape(inputs)[:-1], [self.num_embeddings]], 0))
         return {"quantized": quantized, "indices": indices, "loss": loss, "perplexity": perplexity,
-                "usage": usage, "distances": distances, "norm_ratio": self._norm_ratio(flat)}
+                "usage": usage, "distances": distances, "norm_ratio": self._norm_ratio(flat, counts)}
 
-    def _norm_ratio(self, flat):
-        """Largest code-vector norm over the largest input-vector norm: near or below 1 when healthy
-        (codes are averages of inputs); far above 1 means an exploding codebook."""
-        largest_input = tf.reduce_max(tf.norm(flat, axis=1)) if flat.shape[0] != 0 else tf.constant(0.0)
-        largest_code = tf.reduce_max(tf.norm(tf.convert_to_tensor(self.codebook), axis=1))
+    def _norm_ratio(self, flat, counts):
+        """Largest norm among the codes this batch uses over the largest input norm: near or below 1
+        when healthy (codes are averages of the inputs assigned to them); far above 1 means the
+        codebook exploded. Unused codes are left out: a stale code left behind by moving encoder
+        outputs is not an explosion (and is restarted once its count decays)."""
+        if flat.shape[0] == 0:
+            return tf.constant(0.0)
+        largest_input = tf.reduce_max(tf.norm(flat, axis=1))
+        code_norms = tf.norm(tf.convert_to_tensor(self.codebook), axis=1)
+        largest_code = tf.reduce_max(tf.where(counts > 0, code_norms, tf.zeros_like(code_norms)))
         return tf.where(largest_input > 0, largest_code / tf.maximum(largest_input, 1e-12), 0.0)
 
     def _update(self, flat, flat_indices, counts, errors):

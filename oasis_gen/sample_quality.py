@@ -251,7 +251,7 @@ def _figures(samples: np.ndarray, reference: Reference, details: dict, scores: d
     for axis in axes:
         axis.legend(fontsize=7)
     figure.suptitle(f"{len(samples)} samples against {len(reference.heldout)} real {reference.split} slices" + tag,
-                    fontsize=10)
+                    fontsize=10, y=1.04)
     written.append(_save(figure, os.path.join(folder, "sample_statistics.png")))
     return written
 
@@ -269,7 +269,7 @@ def plot_sweep(sweep: list[dict], path: str) -> str:
         axis.axhline(references[key], color="grey", linestyle="--", label="real data / ideal")
         axis.set(title=label, xlabel="temperature")
         axis.legend(fontsize=7)
-    figure.suptitle("sample quality against sampling temperature", fontsize=10)
+    figure.suptitle("sample quality against sampling temperature", fontsize=10, y=1.04)
     return _save(figure, path)
 
 

@@ -140,8 +140,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class CodebookWatch(keras.callbacks.Callback):
-    """Reports an exploding codebook: a level whose largest code vector is ``limit`` times (or more)
-    the largest encoder output in an epoch (the ``{level}_norm_ratio`` logs), or non-finite.
+    """Reports an exploding codebook: a level whose largest code vector in use is ``limit`` times (or
+    more) the largest encoder output in an epoch (the ``{level}_norm_ratio`` logs), or non-finite.
 
     Alerts are printed when they happen and kept in ``alerts`` for the stage's metrics.
     """
@@ -159,10 +159,9 @@ class CodebookWatch(keras.callbacks.Callback):
                 continue
             alert = {"epoch": epoch + 1, "level": level, "norm_ratio": float(ratio)}
             self.alerts.append(alert)
-            print(f"WARNING: exploding {level} codebook at epoch {epoch + 1}: its largest code vector is "
-                  f"{float(ratio):.1f}x the largest encoder output (healthy: about 1 or less). Codes this far from "
-                  f"the encoder outputs are never chosen; keep dead-code restarts on (--dead_code_threshold > 0) "
-                  f"and try a lower --learning_rate.", flush=True)
+            print(f"WARNING: exploding {level} codebook at epoch {epoch + 1}: the largest code vector in use is "
+                  f"{float(ratio):.1f}x the largest encoder output (healthy: about 1 or less), so quantization "
+                  f"no longer tracks the encoder; try a lower --learning_rate or a lower --decay.", flush=True)
 
 
 class TimeLimit(keras.callbacks.Callback):

@@ -64,3 +64,20 @@ def tiny_prior_run(tiny_run):
     for level, extra in (("top", ["--num_attention_blocks", "1"]), ("bottom", ["--num_conditioning_layers", "1"])):
         assert train.main(["prior", "--level", level, "--run_dir", tiny_run] + TINY_PRIOR_FLAGS + extra) == 0
     return tiny_run
+
+
+DCGAN_FLAGS = ["--kind", "dcgan", "--noise_dim", "16", "--base_channels", "8", "--batch_size", "4", "--epochs", "2"]
+
+
+@pytest.fixture(scope="session")
+def tiny_single_run(tiny_phantom, tmp_path_factory):
+    """A single-level (--levels 1) run on the tiny phantom with its PixelCNN and DCGAN priors trained."""
+    from oasis_gen.cli import train
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "single")
+    assert train.main(["vqvae", "--data", tiny_phantom, "--run_dir", run_dir, "--levels", "1"] + TINY_VQVAE_FLAGS) == 0
+    assert train.main(["codes", "--run_dir", run_dir]) == 0
+    assert train.main(["prior", "--level", "bottom", "--run_dir", run_dir, "--num_attention_blocks", "0"]
+                      + TINY_PRIOR_FLAGS) == 0
+    assert train.main(["prior", "--run_dir", run_dir] + DCGAN_FLAGS) == 0
+    return run_dir

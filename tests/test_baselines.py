@@ -8,27 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_PRIOR_FLAGS, TINY_VQVAE_FLAGS
+from conftest import DCGAN_FLAGS, TINY_PRIOR_FLAGS
 from helpers import assert_config_round_trip, assert_saving_round_trip
 from oasis_gen import evaluate, training
 from oasis_gen.cli import generate, train
 from oasis_gen.dcgan import DiscriminatorWatch, LatentDCGAN
 from oasis_gen.vqvae import VQVAE2
-
-DCGAN_FLAGS = ["--kind", "dcgan", "--noise_dim", "16", "--base_channels", "8", "--batch_size", "4", "--epochs", "2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_single_run(tiny_phantom, tmp_path_factory):
-    """A single-level run on the tiny phantom with its PixelCNN and DCGAN priors trained."""
-    run_dir = str(tmp_path_factory.mktemp("runs") / "single")
-    assert train.main(["vqvae", "--data", tiny_phantom, "--run_dir", run_dir, "--levels", "1"] + TINY_VQVAE_FLAGS) == 0
-    assert train.main(["codes", "--run_dir", run_dir]) == 0
-    assert train.main(["prior", "--level", "bottom", "--run_dir", run_dir, "--num_attention_blocks", "0"]
-                      + TINY_PRIOR_FLAGS) == 0
-    assert train.main(["prior", "--run_dir", run_dir] + DCGAN_FLAGS) == 0
-    return run_dir
-
 
 def test_single_level_model_shapes_and_round_trips(tmp_path):
     model = VQVAE2(image_size=32, num_hiddens=8, num_residual_layers=1, num_residual_hiddens=4, num_embeddings=16,

@@ -71,3 +71,49 @@ def test_a_prior_loads_in_a_fresh_process(tiny_prior_run):
               f"print(type(training.load_model({os.path.join(tiny_prior_run, 'prior_bottom', 'model.keras')!r})).__name__)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip().endswith("BottomPrior"), result.stderr[-2000:]
+
+
+def test_a_run_directory_from_another_version_is_refused(tiny_run, tmp_path, capsys):
+    other = str(tmp_path / "other_version")
+    shutil.copytree(tiny_run, other)
+    path = os.path.join(other, "config.json")
+    values = json.load(open(path))
+    values["version"] = 99
+    json.dump(values, open(path, "w"))
+    assert train.main(["codes", "--run_dir", other]) == 2
+    assert "config version 99 is not supported" in capsys.readouterr().err
+
+
+def test_an_older_config_with_a_retired_field_still_opens(tiny_run, tmp_path):
+    from oasis_gen import pipeline
+
+    older = str(tmp_path / "older")
+    shutil.copytree(tiny_run, older)
+    path = os.path.join(older, "config.json")
+    values = json.load(open(path))
+    values["data"]["shuffle_buffer"] = 4096  # written by earlier versions
+    del values["vqvae_train"]["checkpoint_steps"]  # not yet known to them
+    json.dump(values, open(path, "w"))
+    run = pipeline.open_run(older, None, {}, create=False)
+    assert run.config.vqvae_train.checkpoint_steps == 200
+
+
+def test_an_exploding_codebook_is_reported(tiny_phantom, capsys):
+    import tensorflow as tf
+
+    from oasis_gen.vqvae import VQVAE2
+
+    model = VQVAE2(image_size=32, num_hiddens=8, num_residual_layers=1, num_residual_hiddens=4, num_embeddings=16,
+                   embedding_dim=4)
+    model.build()
+    images = tf.random.uniform((2, 32, 32, 1))
+    healthy = model.quantize_levels(images)[1]["norm_ratio"].numpy()
+    codebook = model.bottom_quantizer.codebook
+    codebook.assign(codebook.numpy() * 1000.0)  # the codebook blows up
+    exploded = model.quantize_levels(images)[1]["norm_ratio"].numpy()
+    assert healthy < 10 <= exploded
+    watch = training.CodebookWatch()
+    watch.on_epoch_end(0, {"top_norm_ratio": 0.9, "bottom_norm_ratio": float(exploded)})
+    watch.on_epoch_end(1, {"top_norm_ratio": float("nan"), "bottom_norm_ratio": 0.8})
+    assert [(a["epoch"], a["level"]) for a in watch.alerts] == [(1, "bottom"), (2, "top")]
+    assert "exploding bottom codebook at epoch 1" in capsys.readouterr().out

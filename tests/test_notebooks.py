@@ -7,12 +7,17 @@ import pytest
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
 
 
-@pytest.mark.parametrize("name", sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb")))
-def test_notebook_runs(name, tiny_prior_run, tiny_phantom, monkeypatch, tmp_path):
+CASES = [(name, "two-level") for name in sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb"))]
+CASES += [(name, "single-level") for name in ("02_vqvae.ipynb", "03_priors_and_sampling.ipynb")]
+
+
+@pytest.mark.parametrize("name, kind", CASES)
+def test_notebook_runs(name, kind, request, tiny_phantom, monkeypatch, tmp_path):
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("OASIS_GEN_RUN_DIR", tiny_prior_run)
+    run_dir = request.getfixturevalue("tiny_prior_run" if kind == "two-level" else "tiny_single_run")
+    monkeypatch.setenv("OASIS_GEN_RUN_DIR", run_dir)
     monkeypatch.setenv("OASIS_GEN_DATA_DIR", tiny_phantom)
     monkeypatch.setenv("OASIS_GEN_NUM_SAMPLES", "6")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [os.path.dirname(NOTEBOOKS),
