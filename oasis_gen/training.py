@@ -53,8 +53,14 @@ def load_model(path: str) -> keras.Model:
 
 
 def _finite(logs) -> bool:
-    values = [float(v) for v in (logs or {}).values() if isinstance(v, (int, float, np.floating))]
-    return all(math.isfinite(v) for v in values)
+    for value in (logs or {}).values():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(number):
+            return False
+    return True
 
 
 class StageCheckpoint(keras.callbacks.Callback):
@@ -94,6 +100,11 @@ class StageCheckpoint(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def _save(self) -> None:
+        # Logged losses predate the step's update, so check the weights themselves: never save a
+        # state a diverging step has already broken.
+        if not all(np.isfinite(weights).all() for weights in self.model.get_weights()
+                   if np.issubdtype(np.asarray(weights).dtype, np.floating)):
+            return
         # The state file first, then the JSON that points at it (the commit), then older state files:
         # a crash at any point leaves a JSON naming a complete file whose step it records.
         name = f"checkpoint_step{self.step:09d}.keras"
