@@ -123,8 +123,10 @@ class LatentDCGAN(keras.Model):
     def sample_codes(self, num_samples: int, seed: int = 0, batch_size: int = 64) -> np.ndarray:
         """``num_samples`` code maps int32 [N, grid, grid]; the same seed gives the same maps."""
         noise = np.random.default_rng(seed).standard_normal((num_samples, self.noise_dim)).astype(np.float32)
-        snap = tf.function(lambda z: self.snap(self.generate_latents(z)))
-        return np.concatenate([snap(noise[i:i + batch_size]).numpy() for i in range(0, num_samples, batch_size)]) \
+        if getattr(self, "_sample_function", None) is None:  # traced once per model, not per call
+            self._sample_function = tf.function(lambda z: self.snap(self.generate_latents(z)), reduce_retracing=True)
+        return np.concatenate([self._sample_function(noise[i:i + batch_size]).numpy()
+                               for i in range(0, num_samples, batch_size)]) \
             if num_samples else np.zeros((0, self.grid, self.grid), np.int32)
 
     def call(self, noise, training=False):
