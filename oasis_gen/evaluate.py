@@ -174,53 +174,54 @@ def _print_samples(results: dict) -> None:
     print(f"report: {results['report']}")
 
 
+def _print_prior(results: dict) -> None:
+    label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
+    print(f"{results['slices']} slices of the {results['split']} split of {results['data_dir']}{label}")
+    for level in ("top", "bottom"):
+        if level in results:
+            values = results[level]
+            print(f"  {level:<7} {values['nll_bits_per_code']:.3f} bits per code "
+                  f"(uniform {values['uniform_bits_per_code']:.1f})")
+
+
+def _print_compare(results: dict) -> None:
+    print(open(results["written"]["markdown"], encoding="utf-8").read())
+    print("wrote " + ", ".join(results["written"].values()))
+
+
+def _run(args: argparse.Namespace) -> dict:
+    progress = not args.json
+    if args.command == "reconstruction":
+        return evaluate_reconstruction(args.run_dir, args.data, args.split, args.batch_size, progress=progress)
+    if args.command == "prior":
+        return evaluate_prior(args.run_dir, args.data, args.split, args.batch_size, progress=progress)
+    if args.command == "samples":
+        from oasis_gen.sample_quality import evaluate_samples
+
+        return evaluate_samples(args.run_dir, args.data, args.num_samples, args.temperature, args.seed, args.split,
+                                args.batch_size, args.inception_weights, args.temperatures, args.out,
+                                args.c2st_epochs, args.copy_threshold, progress=progress, prior=args.prior)
+    from oasis_gen.compare import compare_runs
+
+    return compare_runs(args.run_dir, args.data, args.out, args.num_samples, args.seed, args.c2st_epochs,
+                        progress=progress)
+
+
+PRINTERS = {"reconstruction": _print_reconstruction, "prior": _print_prior, "samples": _print_samples,
+            "compare": _print_compare}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.command == "reconstruction":
-            results = evaluate_reconstruction(args.run_dir, args.data, args.split, args.batch_size,
-                                              progress=not args.json)
-            if args.json:
-                print(json.dumps(results))
-            else:
-                _print_reconstruction(results)
-        elif args.command == "prior":
-            results = evaluate_prior(args.run_dir, args.data, args.split, args.batch_size, progress=not args.json)
-            if args.json:
-                print(json.dumps(results))
-            else:
-                label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
-                print(f"{results['slices']} slices of the {args.split} split of {results['data_dir']}{label}")
-                for level in ("top", "bottom"):
-                    if level not in results:
-                        continue
-                    values = results[level]
-                    print(f"  {level:<7} {values['nll_bits_per_code']:.3f} bits per code "
-                          f"(uniform {values['uniform_bits_per_code']:.1f})")
-        elif args.command == "samples":
-            from oasis_gen.sample_quality import evaluate_samples
-
-            results = evaluate_samples(args.run_dir, args.data, args.num_samples, args.temperature, args.seed,
-                                       args.split, args.batch_size, args.inception_weights, args.temperatures,
-                                       args.out, args.c2st_epochs, args.copy_threshold, progress=not args.json,
-                                       prior=args.prior)
-            if args.json:
-                print(json.dumps(results))
-            else:
-                _print_samples(results)
-        elif args.command == "compare":
-            from oasis_gen.compare import compare_runs
-
-            results = compare_runs(args.run_dir, args.data, args.out, args.num_samples, args.seed, args.c2st_epochs,
-                                   progress=not args.json)
-            if args.json:
-                print(json.dumps(results))
-            else:
-                print(open(results["written"]["markdown"], encoding="utf-8").read())
-                print("wrote " + ", ".join(results["written"].values()))
+        results = _run(args)
     except (data.DataError, pipeline.RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.json:
+        print(json.dumps(results))
+    else:
+        PRINTERS[args.command](results)
     return 0
 
 
