@@ -186,7 +186,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     vqvae = load_vqvae(run)
     if level == "top" and vqvae.levels == 1:
         raise RunError(f"{run.path} holds a single-level VQ-VAE: it has no top codes; its one prior is "
-                       f"`python train.py prior --level bottom`")
+                       f"`python train.py prior --level bottom` (or --kind dcgan)")
     num_embeddings = vqvae.num_embeddings
     train_cfg = getattr(run.config, f"{level}_prior_train")
     prior_cfg = run.config.top_prior if level == "top" else run.config.bottom_prior

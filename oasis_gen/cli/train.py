@@ -110,8 +110,8 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
     results = {}
     functions = _stage_functions()
     for stage in stages:
-        if stage == "prior_top" and run.config.vqvae.levels == 1:
-            print("[prior_top] a single-level VQ-VAE has no top codes; skipping")
+        if stage == "prior_top" and run.config.vqvae.levels == 1 and len(stages) > 1:
+            print("[prior_top] a single-level VQ-VAE has no top codes; skipping")  # asked for alone, it errs
             continue
         if run.is_complete(stage) and not force:
             print(f"[{stage}] already finished in {run.path}; skipping (use --force to redo)")
@@ -147,9 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = pipeline.open_run(args.run_dir or pipeline.default_run_dir(), args.preset,
                                 _overrides(args, args.stage), override=args.override,
                                 unlocked=stages if args.force else ())
-        if stages == ["prior_top"] and run.config.vqvae.levels == 1:
-            raise pipeline.RunError(f"{run.path} holds a single-level VQ-VAE: it has no top codes; its one prior is "
-                                    f"`python train.py prior --level bottom` (or --kind dcgan)")
         if args.stage and args.stage != "data" and run.config.data.data_dir is None:
             stages = ["data"] + stages if not run.is_complete("data") else stages
         start = time.perf_counter()
