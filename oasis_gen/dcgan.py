@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from oasis_gen.quantizer import squared_distances
+
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
 
 
@@ -115,9 +117,7 @@ class LatentDCGAN(keras.Model):
     def snap(self, latents):
         """Codes [B, grid, grid] of the codebook vectors nearest to ``latents`` [B, grid, grid, D]."""
         flat = tf.reshape(tf.cast(latents, tf.float32), (-1, self.embedding_dim))
-        codebook = tf.convert_to_tensor(self.codebook)
-        distances = (tf.reduce_sum(tf.square(flat), 1, keepdims=True) - 2.0 * tf.matmul(flat, codebook, transpose_b=True)
-                     + tf.reduce_sum(tf.square(codebook), 1)[tf.newaxis, :])
+        distances = squared_distances(flat, self.codebook)
         return tf.reshape(tf.argmin(distances, axis=1, output_type=tf.int32), tf.shape(latents)[:-1])
 
     def sample_codes(self, num_samples: int, seed: int = 0, batch_size: int = 64) -> np.ndarray:

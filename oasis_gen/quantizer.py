@@ -6,6 +6,13 @@ import keras
 import tensorflow as tf
 
 
+def squared_distances(flat_inputs, codebook):
+    """Squared Euclidean distances [N, K] of float32 vectors [N, D] to the rows of ``codebook`` [K, D]."""
+    codebook = tf.convert_to_tensor(codebook)
+    return (tf.reduce_sum(tf.square(flat_inputs), axis=1, keepdims=True)
+            - 2.0 * tf.matmul(flat_inputs, codebook, transpose_b=True)
+            + tf.reduce_sum(tf.square(codebook), axis=1)[tf.newaxis, :])
+
 @keras.saving.register_keras_serializable(package="oasis_gen")
 class VectorQuantizerEMA(keras.layers.Layer):
     """Nearest-neighbour vector quantizer whose codebook follows an exponential moving average.
@@ -96,10 +103,7 @@ class VectorQuantizerEMA(keras.layers.Layer):
 
     def compute_distances(self, flat_inputs):
         """Squared Euclidean distances [N, K] of float32 vectors [N, D] to every code."""
-        codebook = tf.convert_to_tensor(self.codebook)
-        return (tf.reduce_sum(tf.square(flat_inputs), axis=1, keepdims=True)
-                - 2.0 * tf.matmul(flat_inputs, codebook, transpose_b=True)
-                + tf.reduce_sum(tf.square(codebook), axis=1)[tf.newaxis, :])
+        return squared_distances(flat_inputs, self.codebook)
 
     def call(self, inputs, training=False):
         inputs = tf.cast(inputs, tf.float32)

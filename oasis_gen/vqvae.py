@@ -240,12 +240,6 @@ class VQVAE2(keras.Model):
         top = None if self.levels == 1 else self.top_quantizer.lookup(top_codes)
         return self._decode(top, self.bottom_quantizer.lookup(bottom_codes))
 
-    def snap(self, latents):
-        """Codes [B, h, w] of the bottom codebook vectors nearest to continuous latent maps [B, h, w, D]."""
-        latents = tf.cast(latents, tf.float32)
-        distances = self.bottom_quantizer.compute_distances(tf.reshape(latents, (-1, self.embedding_dim)))
-        return tf.reshape(tf.argmin(distances, axis=1, output_type=tf.int32), tf.shape(latents)[:-1])
-
     def decode_quantized(self, top_quantized, bottom_quantized):
         """Images [B, H, W, 1] in [0, 1] from the levels' quantized vectors (``quantize_levels``' outputs)."""
         return self._decode(top_quantized, bottom_quantized)
