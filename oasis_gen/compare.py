@@ -16,7 +16,9 @@ import numpy as np
 from oasis_gen import pipeline
 from oasis_gen.fileio import atomic_write_json, atomic_write_text, save_figure
 
-SAMPLE_KEYS = ("c2st_auc", "c2st_auc_reconstructions", "diversity_ms_ssim_samples", "diversity_ms_ssim_real",
+SAMPLE_KEYS = ("c2st_auc", "c2st_auc_low", "c2st_auc_high", "c2st_auc_floor", "c2st_auc_reconstructions",
+               "fd_brain", "fd_brain_floor", "precision", "recall", "position_confidence",
+               "position_confidence_real", "diversity_ms_ssim_samples", "diversity_ms_ssim_real",
                "novelty_ssim_nearest_mean", "histogram_wasserstein", "histogram_wasserstein_foreground")
 
 
@@ -114,18 +116,22 @@ def markdown(results: dict, figure: str | None) -> str:
     lines = [f"# Comparison on `{results['data_dir']}` (test split)", "",
              f"Samples per model: {results['num_samples']} (seed {results['seed']}). Reconstruction metrics "
              "are the VQ-VAE's; NLL is the test codes' negative log2-likelihood under the PixelCNN priors "
-             "(a DCGAN has none); C2ST AUC 0.5 means samples and real slices are indistinguishable.", "",
-             "| run | levels | prior | SSIM | PSNR dB | NLL bits/slice | C2ST AUC | C2ST AUC vs recon. | "
-             "pairwise MS-SSIM (real) | SSIM to nearest train | intensity W1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(a DCGAN has none); C2ST AUC 0.5 means samples and real slices are indistinguishable; the floor is "
+             "what real slices of other subjects score, the reconstruction floor what the run's decoder allows. "
+             "FD is the Fréchet distance in the position network's brain features.", "",
+             "| run | levels | prior | SSIM | PSNR dB | NLL bits/slice | C2ST AUC [95% CI] | floor | recon. floor | "
+             "FD brain (floor) | pairwise MS-SSIM (real) | SSIM to nearest train | intensity W1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         if row.get("prior") is None:
             lines.append(f"| {row['run']} | {row['levels']} | none | {row['ssim']:.4f} | {row['psnr']:.2f} | "
-                         "- | - | - | - | - | - |")
+                         "- | - | - | - | - | - | - | - |")
             continue
         lines.append(
             f"| {row['run']} | {row['levels']} | {row['prior']} | {row['ssim']:.4f} | {row['psnr']:.2f} | "
-            f"{_number(row['nll_bits_per_slice'], 0)} | {row['c2st_auc']:.3f} | {row['c2st_auc_reconstructions']:.3f} | "
+            f"{_number(row['nll_bits_per_slice'], 0)} | {row['c2st_auc']:.3f} [{row['c2st_auc_low']:.3f}, "
+            f"{row['c2st_auc_high']:.3f}] | {row['c2st_auc_floor']:.3f} | {_number(row['c2st_auc_reconstructions'])} | "
+            f"{row['fd_brain']:.3f} ({row['fd_brain_floor']:.3f}) | "
             f"{row['diversity_ms_ssim_samples']:.3f} ({row['diversity_ms_ssim_real']:.3f}) | "
             f"{row['novelty_ssim_nearest_mean']:.3f} | {row['histogram_wasserstein']:.4f} |")
     if any(row.get("synthetic_data") for row in results["rows"]):

@@ -215,6 +215,65 @@ def parse_slice_name(path: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+_POSITION = re.compile(r"slice_(\d+)", re.IGNORECASE)
+
+
+def slice_position(path: str) -> int | None:
+    """The axial slice position ``S`` named in a file (``case_012_slice_7.nii.png``,
+    ``sample_003_slice_7.png``), or None when the name carries none."""
+    match = _POSITION.search(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def read_images(paths: Sequence[str], image_size: int, resize_method: str = "resize", root: str | None = None,
+                batch_size: int = 64) -> np.ndarray:
+    """Validates and decodes PNG files into float32 [N, image_size, image_size, 1] in [0, 1].
+
+    Files of another size are brought to ``image_size`` as the training data would be
+    (``resize_method``); RGB and 16-bit files become 8-bit grayscale.
+
+    Raises:
+        DataError: a file that is not a valid PNG (named), or no file at all.
+    """
+    if not paths:
+        raise DataError("no images to read")
+    root = root or os.path.dirname(os.path.abspath(paths[0]))
+    scan = scan_files(list(paths), root, "error")
+    source = SplitSource("images", scan.paths, None, (int(image_size), int(image_size), 1), [], False)
+    dataset = make_dataset(source, batch_size, cache=False, resize_method=resize_method)
+    return np.concatenate([batch.numpy() for batch in dataset])
+
+
+def list_sample_pngs(folder: str) -> list[str]:
+    """The PNG slices of a folder of generated samples, in name order.
+
+    A folder written by ``generate.py`` (it holds ``generation.json``) gives the files that file
+    lists; any other folder must hold PNG files only (hidden files and sub-folders are passed over).
+
+    Raises:
+        DataError: the folder is missing or empty, or holds a file that is not a PNG (named).
+    """
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(folder):
+        raise DataError(f"samples folder {folder} does not exist" if not os.path.exists(folder)
+                        else f"{folder} is not a folder")
+    manifest = os.path.join(folder, "generation.json")
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as handle:
+            listed = json.load(handle).get("files")
+        if listed:
+            return [os.path.join(folder, name) for name in listed]
+    names = sorted(n for n in os.listdir(folder)
+                   if not n.startswith(".") and os.path.isfile(os.path.join(folder, n)))
+    others = [n for n in names if not n.lower().endswith(".png")]
+    if others:
+        raise DataError(f"{os.path.join(folder, others[0])} is not a PNG ({len(others)} non-PNG file(s) in "
+                        f"{folder}); --samples takes a folder of PNG slices only")
+    if not names:
+        raise DataError(f"no PNG slices in {folder}")
+    return [os.path.join(folder, n) for n in names]
+
+
 def _sort_key(path: str) -> tuple:
     parsed = parse_slice_name(path)
     return (0, *parsed, path) if parsed else (1, 0, 0, path)

@@ -1,18 +1,21 @@
 """Evaluate a run on any OASIS-layout folder: ``python -m oasis_gen.evaluate {reconstruction,prior} ...``.
 
 ``reconstruction --run_dir R --data DIR --split test [--json]`` encodes and decodes every slice of
-the split with the run's best VQ-VAE-2 and prints SSIM (mean, std, min), MS-SSIM, PSNR, MSE and
+the split with the run's best VQ-VAE-2 and prints SSIM (mean, std, min), MS-SSIM, PSNR, MSE, the
+same SSIM and PSNR over the head only (the black background flatters whole-slice figures), and
 per-level codebook perplexity and usage.
 
 ``prior --run_dir R --data DIR --split test [--json]`` encodes the split with the run's VQ-VAE-2
 and prints the mean negative log2-likelihood per code under the top and bottom priors (uniform
 is log2 of the codebook size: 9 bits for 512 codes).
 
-``samples --run_dir R --data DIR [--num_samples N] [--temperatures 0.8,1.0,1.2]
-[--inception_weights PATH] [--json]`` generates N slices and scores them against the real
-held-out slices (C2ST AUC, diversity, novelty, intensity and head-area distances, FID with
-weights); writes ``samples/metrics.json``, ``samples/report.md`` and figures (see
-``oasis_gen.sample_quality``).
+``samples --run_dir R --data DIR [--num_samples N] [--temperatures 0.8,1.0,1.2] [--json]``
+generates N slices and scores them against the real held-out slices; ``samples --samples FOLDER
+--data DIR`` scores a folder of PNG slices from any generator instead. Each figure comes with its
+floor: C2ST AUC (subject-grouped folds, bootstrap interval), Fréchet distance and
+precision/recall/density/coverage in the features of a position network trained on the training
+split, position confidence, diversity, novelty, intensity and head-area distances, per position
+band, FID with Inception weights (see ``oasis_gen.sample_quality``).
 
 ``compare --run_dir R1 --run_dir R2 ... --data DIR [--num_samples N] [--out DIR]`` puts runs'
 reconstruction metrics, prior NLL and sample metrics in one table and one figure of samples side
@@ -102,6 +105,10 @@ def _print_reconstruction(results: dict) -> None:
     print(f"  MS-SSIM  {results['ms_ssim_mean']:.4f}")
     print(f"  PSNR     {results['psnr_mean']:.2f} dB +- {results['psnr_std']:.2f}")
     print(f"  MSE      {results['mse_mean']:.6f}")
+    if results.get("ssim_brain_mean") is not None:
+        print(f"  brain only ({results['brain_slices']} slices with a head): SSIM {results['ssim_brain_mean']:.4f} "
+              f"+- {results['ssim_brain_std']:.4f} (worst {results['ssim_brain_min']:.4f}), "
+              f"PSNR {results['psnr_brain_mean']:.2f} dB")
     for level in ("top", "bottom"):
         if level not in results:
             continue
@@ -121,24 +128,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         command.add_argument("--split", default="test", choices=data.SPLITS)
         command.add_argument("--batch_size", type=int, default=16)
         command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    command = commands.add_parser("samples", help="sample diversity, novelty and realism against a folder")
-    command.add_argument("--run_dir", required=True)
+    command = commands.add_parser("samples", help="score samples of a run, or any folder of PNG slices, against real "
+                                                  "held-out slices")
+    command.add_argument("--run_dir", default=None, help="generate samples from this run (and add its reconstruction "
+                                                         "floor)")
+    command.add_argument("--samples", default=None,
+                         help="a folder of PNG slices from any generator to score instead of generating")
     command.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
     command.add_argument("--split", default="test", choices=("validate", "test"), help="held-out real slices")
-    command.add_argument("--num_samples", type=int, default=128, help="samples to generate and score")
+    command.add_argument("--num_samples", type=int, default=128, help="samples to generate and score (with --run_dir)")
     command.add_argument("--temperature", type=float, default=1.0)
     command.add_argument("--temperatures", default="",
                          help="comma-separated temperatures for a sweep (e.g. 0.8,0.9,1.0,1.1)")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--batch_size", type=int, default=8, help="sampling batch size")
+    command.add_argument("--image_size", type=int, default=256,
+                         help="with --samples: the side every slice is brought to (the data module's rules)")
+    command.add_argument("--resize_method", default="resize", choices=("resize", "crop", "none"),
+                         help="with --samples: how slices of another size are brought to --image_size")
     command.add_argument("--inception_weights", default=None,
                          help="Keras InceptionV3 no-top weights file; enables FID (nothing is downloaded)")
+    command.add_argument("--c2st_folds", type=int, default=4, help="cross-fitting folds of the two-sample test "
+                                                                   "(grouped by subject)")
     command.add_argument("--c2st_epochs", type=int, default=20, help="training epochs of the two-sample classifier")
+    command.add_argument("--feature_epochs", type=int, default=8,
+                         help="training epochs of the position network whose features FD and precision/recall use")
     command.add_argument("--copy_threshold", type=float, default=0.95,
                          help="a sample this similar (SSIM) to a training slice counts as a copy")
     command.add_argument("--prior", default="pixelcnn", choices=("pixelcnn", "dcgan"),
                          help="the run's PixelCNN priors or its DCGAN baseline")
-    command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples or RUN_DIR/samples_dcgan)")
+    command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples, RUN_DIR/samples_dcgan, "
+                                                     "or SAMPLES_evaluation beside the --samples folder)")
     command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     command = commands.add_parser("compare", help="several runs side by side: one table, one figure")
     command.add_argument("--run_dir", action="append", required=True, help="a run directory (repeat the flag)")
@@ -150,6 +170,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
     if args.command == "samples":
+        if (args.run_dir is None) == (args.samples is None):
+            parser.error("samples needs exactly one of --run_dir (generate from a run) and --samples (a folder of PNGs)")
+        if args.samples is not None and args.temperatures:
+            parser.error("--temperatures needs --run_dir: a folder of samples has no temperature")
         try:
             args.temperatures = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
         except ValueError:
@@ -158,11 +182,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _print_samples(results: dict) -> None:
+    from oasis_gen.sample_quality import _interval, _optional
+
     label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
-    print(f"{results['num_samples']} samples vs {results['real_slices']} real {results['split']} slices "
-          f"of {results['data_dir']}{label}")
-    print(f"  C2ST AUC            {results['c2st_auc']:.3f} (reconstructions vs samples "
-          f"{results['c2st_auc_reconstructions']:.3f}; 0.5 = indistinguishable)")
+    print(f"{results['num_samples']} samples vs {results['real_slices']} real {results['split']} slices of "
+          f"{results['heldout_subjects']} subjects in {results['data_dir']}{label} (samples on the 8-bit grid)")
+    print(f"  C2ST AUC            {_interval(results, 'c2st_auc')}; floor {_interval(results, 'c2st_auc_floor')}"
+          f"; reconstructions {_interval(results, 'c2st_auc_reconstructions')} (0.5 = indistinguishable)")
+    print(f"  FD brain features   {results['fd_brain']:.3f} (floor {results['fd_brain_floor']:.3f})")
+    print("  precision/recall    " + ", ".join(f"{k} {results[k]:.3f} ({results[k + '_floor']:.3f})"
+                                              for k in ("precision", "recall", "density", "coverage")))
+    print(f"  position confidence {results['position_confidence']:.3f} (real {results['position_confidence_real']:.3f})"
+          + (f"; placed in the requested band {_optional(results['position_accuracy'])} (real "
+             f"{_optional(results['position_accuracy_real'])})" if results["position_accuracy"] is not None else ""))
     print(f"  diversity MS-SSIM   {results['diversity_ms_ssim_samples']:.3f} (real {results['diversity_ms_ssim_real']:.3f})")
     print(f"  nearest-train SSIM  {results['novelty_ssim_nearest_mean']:.3f} "
           f"(real held-out {results['novelty_ssim_nearest_real_mean']:.3f}); copies {results['copies']}")
@@ -196,11 +228,17 @@ def _run(args: argparse.Namespace) -> dict:
     if args.command == "prior":
         return evaluate_prior(args.run_dir, args.data, args.split, args.batch_size, progress=progress)
     if args.command == "samples":
-        from oasis_gen.sample_quality import evaluate_samples
+        from oasis_gen import sample_quality
 
-        return evaluate_samples(args.run_dir, args.data, args.num_samples, args.temperature, args.seed, args.split,
-                                args.batch_size, args.inception_weights, args.temperatures, args.out,
-                                args.c2st_epochs, args.copy_threshold, progress=progress, prior=args.prior)
+        if args.samples is not None:
+            return sample_quality.evaluate_folder(
+                args.samples, args.data, args.out, args.split, args.image_size, args.resize_method,
+                args.inception_weights, args.c2st_folds, args.c2st_epochs, args.feature_epochs, args.copy_threshold,
+                args.seed, progress=progress)
+        return sample_quality.evaluate_samples(
+            args.run_dir, args.data, args.num_samples, args.temperature, args.seed, args.split, args.batch_size,
+            args.inception_weights, args.temperatures, args.out, args.c2st_epochs, args.copy_threshold,
+            progress=progress, prior=args.prior, c2st_folds=args.c2st_folds, feature_epochs=args.feature_epochs)
     from oasis_gen.compare import compare_runs
 
     return compare_runs(args.run_dir, args.data, args.out, args.num_samples, args.seed, args.c2st_epochs,

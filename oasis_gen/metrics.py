@@ -59,7 +59,9 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
 
     Returns:
         ``ssim_mean``, ``ssim_std``, ``ssim_min``, ``ms_ssim_mean``, ``psnr_mean``, ``psnr_std``,
-        ``mse_mean``, ``images``, ``levels``, and a dict per code map (``top`` and ``bottom``, or
+        ``mse_mean``, the brain-only ``ssim_brain_mean`` / ``_std`` / ``_min`` and ``psnr_brain_mean``
+        (over ``brain_mask`` of the real slice; ``brain_slices`` counts the slices with a head),
+        ``images``, ``levels``, and a dict per code map (``top`` and ``bottom``, or
         ``bottom`` alone for a single-level model) with ``perplexity``, ``usage`` and ``codes_used``
         over the whole split.
     """
@@ -73,20 +75,23 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
         counts = {name: tf.math.bincount(tf.reshape(level["indices"], [-1]), minlength=model.num_embeddings,
                                          maxlength=model.num_embeddings)
                   for name, level in (("top", top), ("bottom", bottom)) if level is not None}
+        mask = brain_mask(images)
         return (ssim(images, reconstructions), ms_ssim(images, reconstructions), psnr(images, reconstructions),
-                mse, counts)
+                mse, masked_ssim(images, reconstructions, mask), masked_psnr(images, reconstructions, mask), counts)
 
-    values = {"ssim": [], "ms_ssim": [], "psnr": [], "mse": []}
+    names = ("ssim", "ms_ssim", "psnr", "mse", "ssim_brain", "psnr_brain")
+    values = {name: [] for name in names}
     counts = {name: np.zeros(model.num_embeddings, np.int64) for name in model.level_names}
     for batch in tqdm(dataset, desc="evaluating", disable=not progress, leave=False):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        s, m, p, e, batch_counts = step(images)
-        for key, value in zip(("ssim", "ms_ssim", "psnr", "mse"), (s, m, p, e)):
+        *per_image, batch_counts = step(images)
+        for key, value in zip(names, per_image):
             values[key].append(value.numpy())
         for name, value in batch_counts.items():
             counts[name] += value.numpy()
     arrays = {key: np.concatenate(value) for key, value in values.items()}
     psnr_values = arrays["psnr"][np.isfinite(arrays["psnr"])]
+    brain = np.isfinite(arrays["ssim_brain"])  # a slice with no head has no brain-only score
     return {
         "images": int(arrays["ssim"].size),
         "ssim_mean": float(arrays["ssim"].mean()), "ssim_std": float(arrays["ssim"].std()),
@@ -94,6 +99,12 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
         "ms_ssim_mean": float(arrays["ms_ssim"].mean()),
         "psnr_mean": float(psnr_values.mean()), "psnr_std": float(psnr_values.std()),
         "mse_mean": float(arrays["mse"].mean()), "levels": len(counts),
+        "ssim_brain_mean": float(arrays["ssim_brain"][brain].mean()) if brain.any() else None,
+        "ssim_brain_std": float(arrays["ssim_brain"][brain].std()) if brain.any() else None,
+        "ssim_brain_min": float(arrays["ssim_brain"][brain].min()) if brain.any() else None,
+        "psnr_brain_mean": float(np.mean(arrays["psnr_brain"][brain & np.isfinite(arrays["psnr_brain"])]))
+        if (brain & np.isfinite(arrays["psnr_brain"])).any() else None,
+        "brain_slices": int(brain.sum()),
         **{name: code_statistics(level_counts) for name, level_counts in counts.items()},
     }
 
@@ -109,18 +120,123 @@ def roc_auc(labels, scores) -> float:
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if positives == 0 or negatives == 0:
         raise ValueError("roc_auc needs both positive and negative labels")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), np.float64)
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):  # average ranks over runs of tied scores
-        stop = start
-        while stop + 1 < len(scores) and sorted_scores[stop + 1] == sorted_scores[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = 0.5 * (start + stop) + 1.0
-        start = stop + 1
+    ordered = np.sort(scores)
+    # 1-based rank averaged over ties: the mean of the first and last position of each value
+    ranks = (np.searchsorted(ordered, scores, side="left") + np.searchsorted(ordered, scores, side="right") + 1) / 2.0
     u = ranks[labels].sum() - positives * (positives + 1) / 2.0
     return float(u / (positives * negatives))
+
+
+def bootstrap_auc_interval(labels, scores, groups=None, resamples: int = 1000, level: float = 0.95,
+                           seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``roc_auc(labels, scores)``.
+
+    Each class is resampled separately; with ``groups`` whole groups (e.g. all slices of one
+    subject) are drawn with replacement, so slices that are alike because they come from one
+    person do not pass for independent evidence.
+
+    Returns:
+        ``(low, high)`` bounds of the ``level`` interval.
+    """
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups).ravel()
+    rng = np.random.default_rng(seed)
+    members = []
+    for value in (False, True):
+        indices = np.flatnonzero(labels == value)
+        names, inverse = np.unique(groups[indices], return_inverse=True)
+        members.append([indices[inverse == g] for g in range(len(names))])
+    values = np.empty(resamples)
+    for r in range(resamples):
+        chosen = np.concatenate([np.concatenate([side[g] for g in rng.integers(0, len(side), len(side))])
+                                 for side in members])
+        values[r] = roc_auc(labels[chosen], scores[chosen])
+    tail = (1.0 - level) / 2.0 * 100.0
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
+
+
+def to_8bit(images: np.ndarray) -> np.ndarray:
+    """Rounds float intensities to the 8-bit grid (multiples of 1/255), exactly as writing a PNG would.
+
+    Real slices are 8-bit PNGs; scoring samples as raw floats would let a classifier tell them
+    apart by quantisation alone, so every sample metric sees both sides on this grid.
+    """
+    levels = np.round(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0).astype(np.float32)
+    return levels * np.float32(1.0 / 255.0)  # the same float32 product the data pipeline computes
+
+
+BRAIN_THRESHOLD = 5.0 / 255.0  # above the black background's noise floor of the preprocessed slices
+BRAIN_DILATION = 3  # pixels added around the head, so its edge is judged too
+
+
+def brain_mask(images, threshold: float = BRAIN_THRESHOLD, dilation: int = BRAIN_DILATION):
+    """Boolean head mask [B, H, W, 1] of real slices: pixels above ``threshold``, dilated by ``dilation`` pixels."""
+    above = tf.cast(tf.convert_to_tensor(images, tf.float32) > threshold, tf.float32)
+    if dilation > 0:
+        above = tf.nn.max_pool2d(above, 2 * dilation + 1, 1, "SAME")
+    return above > 0.5
+
+
+def masked_ssim(images, reconstructions, mask):
+    """Per-image SSIM [B] averaged over the SSIM map inside ``mask`` [B, H, W, 1] (e.g. ``brain_mask``).
+
+    The map comes from the same Gaussian window as ``ssim`` and covers the window centres of the
+    valid region (H - 10 by W - 10), so the mask is cropped to those centres. An image whose mask
+    is empty there gets NaN.
+    """
+    ssim_map = tf.image.ssim(images, reconstructions, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01,
+                             k2=0.03, return_index_map=True)
+    crop = (int(images.shape[1]) - int(ssim_map.shape[1])) // 2
+    inside = tf.cast(mask[:, crop:crop + ssim_map.shape[1], crop:crop + ssim_map.shape[2], 0], tf.float32)
+    return tf.reduce_sum(ssim_map * inside, axis=[1, 2]) / tf.reduce_sum(inside, axis=[1, 2])
+
+
+def masked_psnr(images, reconstructions, mask):
+    """Per-image PSNR in dB [B] from the mean squared error over the pixels inside ``mask``."""
+    inside = tf.cast(mask, tf.float32)
+    squared = tf.square(tf.cast(images, tf.float32) - tf.cast(reconstructions, tf.float32)) * inside
+    mse = tf.reduce_sum(squared, axis=[1, 2, 3]) / tf.reduce_sum(inside, axis=[1, 2, 3])
+    return 10.0 * tf.math.log(1.0 / mse) / math.log(10.0)
+
+
+def _kth_neighbour_distance(points: np.ndarray, k: int) -> np.ndarray:
+    distances = _pairwise_distances(points, points)
+    return np.sort(distances, axis=1)[:, k]  # column 0 is the point itself
+
+
+def _pairwise_distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    squared = (np.square(first).sum(1)[:, None] + np.square(second).sum(1)[None, :] - 2.0 * first @ second.T)
+    return np.sqrt(np.clip(squared, 0.0, None))
+
+
+def precision_recall_density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> dict:
+    """Fidelity and diversity of ``fake`` features [M, D] against ``real`` features [N, D].
+
+    Precision and recall (Kynkaanniemi et al. 2019) ask whether a fake point lies inside the
+    real manifold (the union of balls reaching each real point's k-th nearest real neighbour)
+    and vice versa; density and coverage (Naeem et al. 2020) count how many real balls hold a
+    fake point (density, 1 on average for matching distributions) and which real balls hold any
+    (coverage).
+
+    Returns:
+        ``{"precision", "recall", "density", "coverage"}`` floats.
+
+    Raises:
+        ValueError: feature sets of other shapes, or too few points for ``k`` neighbours.
+    """
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"expected two feature sets [N, D] of the same D, got {real.shape} and {fake.shape}")
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"k = {k} neighbours need more than {k} points per set, got {len(real)} and {len(fake)}")
+    real_radii, fake_radii = _kth_neighbour_distance(real, k), _kth_neighbour_distance(fake, k)
+    distances = _pairwise_distances(real, fake)  # [N, M]
+    inside_real = distances <= real_radii[:, None]
+    return {"precision": float(inside_real.any(axis=0).mean()),
+            "recall": float((distances <= fake_radii[None, :]).any(axis=1).mean()),
+            "density": float(inside_real.sum() / (k * len(fake))),
+            "coverage": float((distances.min(axis=1) <= real_radii).mean())}
 
 
 def pairwise_ms_ssim(images: np.ndarray, max_pairs: int = 2000, seed: int = 0, batch_size: int = 64) -> np.ndarray:

@@ -18,6 +18,8 @@ import numpy as np
 
 from oasis_gen import metrics
 
+MIN_STEPS_PER_EPOCH = 8  # small sets train in smaller batches rather than with too few updates
+
 
 def _classifier(image_size: int):
     import keras
@@ -31,50 +33,115 @@ def _classifier(image_size: int):
     return keras.Sequential(layers)
 
 
+def grouped_folds(groups, folds: int, seed: int = 0, sides=None) -> np.ndarray:
+    """Fold index [N] per item, keeping every group (e.g. a subject's slices) inside one fold.
+
+    Groups are taken in a seeded random order and each is put into the fold that holds the
+    fewest items of its side so far (``sides``: e.g. 0 for real, 1 for generated), so each side
+    is spread evenly over the folds; a group met again on another side keeps its fold.
+    """
+    groups = np.asarray(groups).ravel()
+    sides = np.zeros(len(groups), np.int64) if sides is None else np.asarray(sides).ravel()
+    rng = np.random.default_rng(seed)
+    fold_of_group: dict = {}
+    for side in np.unique(sides):
+        names, sizes = np.unique(groups[sides == side], return_counts=True)
+        filled = np.zeros(folds, np.int64)
+        for name in names:
+            if name in fold_of_group:
+                filled[fold_of_group[name]] += sizes[names == name][0]
+        for position in rng.permutation(len(names)):
+            if names[position] not in fold_of_group:
+                fold_of_group[names[position]] = int(np.argmin(filled))
+                filled[fold_of_group[names[position]]] += sizes[position]
+    return np.asarray([fold_of_group[name] for name in groups], np.int64)
+
+
+def balanced_subset(count: int, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``count`` indices drawn without replacement, spread as evenly as possible over the groups."""
+    order = rng.permutation(len(groups))
+    rank_in_group = np.empty(len(groups), np.int64)  # the i-th draw of a group gets rank i
+    seen: dict = {}
+    for index in order:
+        rank_in_group[index] = seen.get(groups[index], 0)
+        seen[groups[index]] = rank_in_group[index] + 1
+    return np.sort(order[np.argsort(rank_in_group[order], kind="stable")][:count])
+
+
 def two_sample_test(real: np.ndarray, generated: np.ndarray, folds: int = 4, epochs: int = 20,
-                    batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0) -> dict:
+                    batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
+                    real_groups=None, generated_groups=None, progress: bool = False,
+                    description: str = "C2ST") -> dict:
     """Classifier two-sample test of two image sets [N, S, S, 1] in [0, 1].
 
-    The larger set is subsampled to the smaller one's size (balanced classes); each fold's slices
-    are scored by a CNN trained on the other folds (at most one fold per image).
+    The larger set is subsampled to the smaller one's size (balanced classes, drawn evenly across
+    its groups). Each fold's images are scored by a CNN trained on the other folds. Images that
+    share a group label (``real_groups``: the subject of each real slice) always land in the same
+    fold, so a classifier never scores a subject it trained on; without groups every image is its
+    own group and images spread evenly over the folds. The same label on both sides (a slice and
+    its reconstruction) shares a fold too. The AUC comes with a 95% bootstrap interval that
+    resamples whole groups.
 
     Returns:
-        ``{"auc": float, "accuracy": float, "per_image": N, "folds": k, "labels": int [2N],
-        "scores": float [2N]}`` (labels 1 = generated).
+        ``{"auc", "auc_low", "auc_high", "accuracy", "per_image", "folds", "labels" [2N] (1 =
+        generated), "scores" [2N], "groups" [2N], "indices" [2N]}``; ``indices`` are positions in
+        the set each image came from.
 
     Raises:
-        ValueError: fewer than 2 images in a set, or sets of different image shapes.
+        ValueError: fewer than 2 images or groups in a set, sets of different image shapes, or
+            group labels that do not match their set's length. (A set with fewer groups than
+            ``folds`` is tested with as many folds as it has groups.)
     """
     import keras
     import tensorflow as tf
+    from tqdm.auto import tqdm
 
     real, generated = np.asarray(real, np.float32), np.asarray(generated, np.float32)
     if real.shape[1:] != generated.shape[1:]:
         raise ValueError(f"real slices {real.shape[1:]} and samples {generated.shape[1:]} differ in shape")
+    sides = []
+    for name, images, groups in (("real", real, real_groups), ("generated", generated, generated_groups)):
+        groups = (np.asarray([f"{name}:{i}" for i in range(len(images))]) if groups is None
+                  else np.asarray(groups).astype(str))
+        if len(groups) != len(images):
+            raise ValueError(f"{len(groups)} group labels for {len(images)} {name} images")
+        sides.append(groups)
     rng = np.random.default_rng(seed)
     count = min(len(real), len(generated))
     if count < 2:
         raise ValueError(f"the two-sample test needs at least 2 images per set, got {count}")
-    folds = min(folds, count)
-    real = real[rng.choice(len(real), count, replace=False)]
-    generated = generated[rng.choice(len(generated), count, replace=False)]
-    images = np.concatenate([real, generated])
+    picked = [balanced_subset(count, groups, rng) for groups in sides]
+    images = np.concatenate([real[picked[0]], generated[picked[1]]])
+    groups = np.concatenate([sides[0][picked[0]], sides[1][picked[1]]])
     labels = np.concatenate([np.zeros(count, np.int64), np.ones(count, np.int64)])
-    fold_of = np.concatenate([rng.permutation(count) % folds, rng.permutation(count) % folds])
+    # every fold must hold images of both sets; a set with fewer groups than folds gets fewer folds
+    folds = min(folds, count, *(len(np.unique(side[chosen])) for side, chosen in zip(sides, picked)))
+    if folds < 2:
+        raise ValueError("the two-sample test needs images of at least 2 subjects (groups) per set, so that "
+                         "every image is scored by a classifier that never saw its subject; got "
+                         f"{[len(np.unique(side[chosen])) for side, chosen in zip(sides, picked)]}")
+    fold_of = grouped_folds(groups, folds, seed, sides=labels)
     scores = np.zeros(len(images), np.float64)
+    bar = tqdm(total=folds * epochs, desc=description, unit="epoch", disable=not progress, leave=False)
+    tick = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(1))
     for fold in range(folds):
         keras.utils.set_random_seed(seed + fold)
         train, held_out = fold_of != fold, fold_of == fold
+        fold_batch = max(4, min(batch_size, int(train.sum()) // MIN_STEPS_PER_EPOCH))
         model = _classifier(images.shape[1])
         model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                       loss=keras.losses.BinaryCrossentropy(from_logits=True))
         dataset = (tf.data.Dataset.from_tensor_slices((images[train], labels[train].astype(np.float32)))
-                   .shuffle(int(train.sum()), seed=seed + fold).batch(batch_size))
-        model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)  # the dataset shuffles
+                   .shuffle(int(train.sum()), seed=seed + fold).batch(fold_batch))
+        model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[tick])  # the dataset shuffles
         scores[held_out] = np.concatenate([model(images[held_out][i:i + 64], training=False).numpy()[:, 0]
                                            for i in range(0, int(held_out.sum()), 64)])
-    return {"auc": metrics.roc_auc(labels, scores), "accuracy": float(((scores > 0) == labels).mean()),
-            "per_image": count, "folds": folds, "labels": labels, "scores": scores}
+    bar.close()
+    low, high = metrics.bootstrap_auc_interval(labels, scores, groups, seed=seed)
+    return {"auc": metrics.roc_auc(labels, scores), "auc_low": low, "auc_high": high,
+            "accuracy": float(((scores > 0) == labels).mean()), "per_image": count, "folds": folds,
+            "labels": labels, "scores": scores, "groups": groups, "indices": np.concatenate(picked),
+            "fold_of": fold_of}
 
 
 def inception_features(images: np.ndarray, weights_path: str, batch_size: int = 32) -> np.ndarray:

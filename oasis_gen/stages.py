@@ -313,8 +313,11 @@ def stage_evaluate(run: Run, force: bool = False) -> dict:
     from oasis_gen.sample_quality import evaluate_samples
 
     results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=EVALUATION_SAMPLES, seed=0)
-    print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (0.5 = indistinguishable), "
+    print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (floor {results['c2st_auc_floor']:.3f}, "
+          f"reconstructions {results['c2st_auc_reconstructions']:.3f}), "
+          f"FD brain {results['fd_brain']:.2f} (floor {results['fd_brain_floor']:.2f}), "
           f"pairwise MS-SSIM {results['diversity_ms_ssim_samples']:.3f} (real {results['diversity_ms_ssim_real']:.3f}), "
           f"SSIM to nearest training slice {results['novelty_ssim_nearest_mean']:.3f}; report {results['report']}")
-    return {key: round(results[key], 4) for key in ("c2st_auc", "diversity_ms_ssim_samples",
+    return {key: round(results[key], 4) for key in ("c2st_auc", "c2st_auc_floor", "fd_brain", "fd_brain_floor",
+                                                    "diversity_ms_ssim_samples",
                                                     "novelty_ssim_nearest_mean", "histogram_wasserstein")}

@@ -13,6 +13,8 @@ def test_reconstruction_json_on_any_folder(tiny_run, tiny_phantom, capsys):
     for key in ("ssim_mean", "ssim_std", "ssim_min", "ms_ssim_mean", "psnr_mean", "mse_mean"):
         assert key in results
     assert 0.0 < results["ssim_mean"] <= 1.0 and results["ssim_min"] <= results["ssim_mean"]
+    assert results["brain_slices"] == 4 and -1.0 < results["ssim_brain_min"] <= results["ssim_brain_mean"] <= 1.0
+    assert results["psnr_brain_mean"] > 0
     assert set(results["top"]) >= {"perplexity", "usage"} and set(results["bottom"]) >= {"perplexity", "usage"}
 
 

@@ -75,13 +75,210 @@ def test_two_sample_test_tells_apart_only_different_sets():
     same = _phantoms(48, seed=1)
     rng = np.random.default_rng(3)
     noisy = np.clip(same + rng.normal(0, 0.08, same.shape), 0, 1).astype(np.float32)
-    different = realism.two_sample_test(real, noisy, folds=3, epochs=15, seed=0)
-    alike = realism.two_sample_test(real, same, folds=3, epochs=15, seed=0)
+    subjects = np.arange(48) // 4
+    different = realism.two_sample_test(real, noisy, folds=3, epochs=15, seed=0, real_groups=subjects)
+    alike = realism.two_sample_test(real, same, folds=3, epochs=15, seed=0, real_groups=subjects,
+                                    generated_groups=100 + np.arange(48) // 4)
     assert different["auc"] > 0.9, different["auc"]
     assert alike["auc"] < 0.75, alike["auc"]
+    assert different["auc_low"] <= different["auc"] <= different["auc_high"]
     assert different["labels"].shape == (96,) and different["per_image"] == 48
     with pytest.raises(ValueError, match="differ in shape"):
         realism.two_sample_test(real, real[:, :32, :32], seed=0)
+    with pytest.raises(ValueError, match="at least 2 subjects"):
+        realism.two_sample_test(real, noisy, seed=0, real_groups=np.zeros(48))
+
+
+def test_subject_grouped_folds_never_share_a_subject_and_stay_balanced():
+    rng = np.random.default_rng(4)
+    subjects = np.repeat(np.arange(10), rng.integers(2, 9, 10))
+    generated = np.asarray([f"g{i}" for i in range(len(subjects))])
+    groups = np.concatenate([subjects.astype(str), generated])
+    sides = np.concatenate([np.zeros(len(subjects)), np.ones(len(generated))])
+    folds = realism.grouped_folds(groups, 4, seed=1, sides=sides)
+    for subject in np.unique(subjects):
+        assert len(np.unique(folds[groups == str(subject)])) == 1, subject
+    generated_counts = np.bincount(folds[sides == 1], minlength=4)
+    assert generated_counts.max() - generated_counts.min() <= 1  # generated slices spread evenly
+    real_counts = np.bincount(folds[sides == 0], minlength=4)
+    assert real_counts.min() > 0
+    # a label shared by both sides (a slice and its reconstruction) keeps one fold
+    shared = realism.grouped_folds(np.array(["a", "b", "c", "a", "b", "c"]), 3, sides=np.array([0, 0, 0, 1, 1, 1]))
+    assert list(shared[:3]) == list(shared[3:])
+    # the test itself: held-out scores come from classifiers that never saw the subject
+    images = _phantoms(len(subjects), seed=2)
+    result = realism.two_sample_test(images, _phantoms(len(subjects), seed=3), folds=4, epochs=1,
+                                     real_groups=subjects)
+    real_side = result["labels"] == 0
+    for subject in np.unique(result["groups"][real_side]):
+        assert len(np.unique(result["fold_of"][result["groups"] == subject])) == 1
+
+
+def _prdc_reference(real, fake, k):
+    def kth(points):
+        return np.array([sorted(np.linalg.norm(points - p, axis=1))[k] for p in points])
+
+    real_radius, fake_radius = kth(real), kth(fake)
+    inside = np.array([[np.linalg.norm(f - r) <= real_radius[i] for f in fake] for i, r in enumerate(real)])
+    precision = np.mean([any(np.linalg.norm(f - r) <= real_radius[i] for i, r in enumerate(real)) for f in fake])
+    recall = np.mean([any(np.linalg.norm(r - f) <= fake_radius[j] for j, f in enumerate(fake)) for r in real])
+    return precision, recall, inside.sum() / (k * len(fake)), inside.any(axis=1).mean()
+
+
+def test_precision_recall_density_coverage_match_a_loop_reference():
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(40, 3))
+    fake = rng.normal(0.7, 1.3, size=(30, 3))
+    values = metrics.precision_recall_density_coverage(real, fake, k=3)
+    expected = _prdc_reference(real, fake, 3)
+    assert [values[k] for k in ("precision", "recall", "density", "coverage")] == pytest.approx(expected)
+    far = metrics.precision_recall_density_coverage(real, fake + 100.0, k=3)
+    assert far["precision"] == far["coverage"] == far["density"] == 0.0
+    with pytest.raises(ValueError, match="more than 3 points"):
+        metrics.precision_recall_density_coverage(real[:3], fake, k=3)
+
+
+def test_masked_ssim_and_psnr():
+    images = _phantoms(4)
+    rng = np.random.default_rng(6)
+    noisy = np.clip(images + rng.normal(0, 0.05, images.shape), 0, 1).astype(np.float32)
+    everything = np.ones(images.shape, bool)
+    np.testing.assert_allclose(metrics.masked_ssim(images, noisy, everything).numpy(),
+                               metrics.ssim(images, noisy).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(metrics.masked_psnr(images, noisy, everything).numpy(),
+                               metrics.psnr(images, noisy).numpy(), rtol=1e-4)
+    # errors only in the background: the brain-only figures see a perfect head
+    mask = metrics.brain_mask(images).numpy()
+    assert 0.1 < mask.mean() < 0.9
+    background_noise = np.where(mask, images, noisy).astype(np.float32)
+    psnr_brain = metrics.masked_psnr(images, background_noise, mask).numpy()
+    assert np.all(np.isinf(psnr_brain)) and np.all(metrics.psnr(images, background_noise).numpy() < 60)
+    assert np.all(metrics.masked_ssim(images, background_noise, mask).numpy()
+                  > metrics.ssim(images, background_noise).numpy())
+
+
+def test_rounding_to_8_bits_matches_a_png_round_trip(tmp_path):
+    import imageio.v3 as iio
+
+    from oasis_gen import data
+
+    rng = np.random.default_rng(7)
+    floats = rng.random((3, 16, 16, 1)).astype(np.float32)
+    paths = []
+    for index, image in enumerate(floats):
+        paths.append(str(tmp_path / f"s_{index}.png"))
+        iio.imwrite(paths[-1], (np.clip(image[..., 0], 0, 1) * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(metrics.to_8bit(floats), data.read_images(paths, 16))
+
+
+def _write_slices(folder, images, names):
+    import imageio.v3 as iio
+
+    os.makedirs(folder, exist_ok=True)
+    for image, name in zip(images, names):
+        iio.imwrite(os.path.join(folder, name), (np.clip(image[..., 0], 0, 1) * 255).round().astype(np.uint8))
+    return str(folder)
+
+
+def _training_slices(eval_phantom, count):
+    from oasis_gen import data
+
+    folder = data.find_slices(eval_phantom)
+    paths = folder.split("train")[::max(1, len(folder.split("train")) // count)][:count]
+    return data.read_images(paths, 64), [os.path.basename(p) for p in paths]
+
+
+FOLDER_FLAGS = ["--image_size", "64", "--c2st_epochs", "15", "--feature_epochs", "40"]
+
+
+def _gaussian_blur(images, sigma):
+    radius = int(3 * sigma)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(images[..., 0], ((0, 0), (radius, radius), (radius, radius)))
+    rows = sum(w * padded[:, i:i + images.shape[1], :] for i, w in enumerate(kernel))
+    both = sum(w * rows[:, :, i:i + images.shape[2]] for i, w in enumerate(kernel))
+    return both[..., None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def folder_scores(eval_phantom, tmp_path_factory):
+    """``evaluate samples --samples`` on real training slices and on blurred copies of them."""
+    root = tmp_path_factory.mktemp("folders")
+    images, names = _training_slices(eval_phantom, 96)  # the whole training split: no draw to vary
+    blurred = _gaussian_blur(images, sigma=2.0)
+    scores = {}
+    for kind, batch in (("real", images), ("blurred", blurred)):
+        folder = _write_slices(root / kind, batch, names)
+        out = str(root / f"{kind}_out")
+        assert evaluate.main(["samples", "--samples", folder, "--data", eval_phantom, "--out", out]
+                             + FOLDER_FLAGS) == 0
+        scores[kind] = json.load(open(os.path.join(out, "metrics.json")))
+        scores[kind]["out"] = out
+    return scores
+
+
+def test_real_slices_score_at_the_floor_and_blurred_ones_far_above(folder_scores):
+    real, blurred = folder_scores["real"], folder_scores["blurred"]
+    assert abs(real["c2st_auc"] - real["c2st_auc_floor"]) < 0.15, (real["c2st_auc"], real["c2st_auc_floor"])
+    assert real["c2st_auc"] < 0.75
+    assert blurred["c2st_auc"] > 0.9, blurred["c2st_auc"]
+    assert real["fd_brain"] == pytest.approx(real["fd_brain_floor"], rel=1e-6)  # the same slices
+    assert blurred["fd_brain"] > 2.5 * real["fd_brain"], (blurred["fd_brain"], real["fd_brain"])
+    assert real["c2st_auc_reconstructions"] is None  # no run, no decoder floor
+    assert real["c2st_folds"] == 4 and real["c2st_slices_per_side"] == 64  # all 64 held-out slices
+    assert real["position_source"] == "requested" and real["position_accuracy"] is not None
+    assert real["position_accuracy"] > 0.7 * real["position_accuracy_real"]
+    assert [row["slices"] for row in real["per_band"]] == ["0-1", "2-3", "4-5", "6-7"]
+    assert sum(row["samples"] for row in real["per_band"]) == 96
+    assert real["copies"] == 96 and real["novelty_ssim_nearest_mean"] == pytest.approx(1.0, abs=1e-4)
+    report = open(os.path.join(real["out"], "report.md")).read()
+    assert "8-bit grid" in report and "By position band" in report and "floor" in report
+    assert os.path.exists(os.path.join(real["out"], "evaluation", "feature_net.keras"))
+
+
+def test_the_position_network_is_cached_until_the_data_changes(folder_scores, eval_phantom, tmp_path):
+    from oasis_gen import feature_net, sample_quality
+
+    reference_images, paths = sample_quality.read_real(sample_quality.config_for_folder(eval_phantom, 64, "resize"),
+                                                       "train")[:2]
+    cache = os.path.join(folder_scores["real"]["out"], "evaluation")
+    stamp = os.path.getmtime(os.path.join(cache, feature_net.MODEL_FILE))
+    feature_net.load_or_train(cache, reference_images.images, paths, epochs=40, progress=False)
+    assert os.path.getmtime(os.path.join(cache, feature_net.MODEL_FILE)) == stamp  # loaded, not retrained
+    assert feature_net.fingerprint(paths[1:], 64, 40, 0) != feature_net.fingerprint(paths, 64, 40, 0)
+
+
+def test_float_and_png_round_tripped_samples_score_identically(eval_phantom, tmp_path):
+    from oasis_gen import data, sample_quality
+
+    settings = sample_quality.EvaluationSettings(c2st_epochs=2, feature_epochs=2, progress=False)
+    config = sample_quality.config_for_folder(eval_phantom, 64, "resize")
+    reference = sample_quality.load_reference(config, "test", 24, settings, str(tmp_path / "cache"))
+    rng = np.random.default_rng(8)
+    images, names = _training_slices(eval_phantom, 24)
+    floats = np.clip(images + rng.normal(0, 0.02, images.shape), 0, 1).astype(np.float32)
+    folder = _write_slices(tmp_path / "pngs", floats, names)
+    from_floats, _ = sample_quality.score_samples(floats, reference, settings)
+    from_pngs, _ = sample_quality.score_samples(data.read_images(data.list_sample_pngs(folder), 64), reference,
+                                                settings)
+    assert json.dumps(from_floats, sort_keys=True) == json.dumps(from_pngs, sort_keys=True)
+
+
+def test_scoring_a_folder_refuses_what_is_not_a_png(eval_phantom, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    _write_slices(folder, _phantoms(4), [f"s{i}.png" for i in range(4)])
+    (folder / "notes.txt").write_text("not an image")
+    assert evaluate.main(["samples", "--samples", str(folder), "--data", eval_phantom]) == 2
+    assert "notes.txt is not a PNG" in capsys.readouterr().err
+    (folder / "notes.txt").unlink()
+    (folder / "s0.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    assert evaluate.main(["samples", "--samples", str(folder), "--data", eval_phantom]) == 2
+    assert "s0.png" in capsys.readouterr().err
+    assert evaluate.main(["samples", "--samples", str(tmp_path / "missing"), "--data", eval_phantom]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["samples", "--data", eval_phantom])  # neither --run_dir nor --samples
 
 
 def test_inception_features_with_a_local_weights_file(tmp_path):
@@ -100,21 +297,28 @@ def test_inception_features_with_a_local_weights_file(tmp_path):
         realism.inception_features(_phantoms(1), str(tmp_path / "missing.h5"))
 
 
-def test_samples_command_writes_metrics_report_and_sweep(tiny_prior_run, tiny_phantom, tmp_path, capsys):
+def test_samples_command_writes_metrics_report_and_sweep(tiny_prior_run, eval_phantom, tmp_path, capsys):
     out = str(tmp_path / "evaluation")
-    assert evaluate.main(["samples", "--run_dir", tiny_prior_run, "--data", tiny_phantom, "--num_samples", "6",
-                          "--temperatures", "0.5,1.0", "--c2st_epochs", "2", "--out", out, "--json"]) == 0
+    assert evaluate.main(["samples", "--run_dir", tiny_prior_run, "--data", eval_phantom, "--num_samples", "8",
+                          "--temperatures", "0.5,1.0", "--c2st_epochs", "2", "--feature_epochs", "2", "--out", out,
+                          "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    for key in ("c2st_auc", "diversity_ms_ssim_samples", "diversity_ms_ssim_real", "novelty_ssim_nearest_mean",
-                "histogram_wasserstein"):
+    for key in ("c2st_auc", "c2st_auc_floor", "c2st_auc_reconstructions", "fd_brain", "fd_brain_floor", "precision",
+                "coverage", "position_confidence", "diversity_ms_ssim_samples", "diversity_ms_ssim_real",
+                "diversity_ms_ssim_real_train", "novelty_ssim_nearest_mean", "histogram_wasserstein"):
         assert np.isfinite(results[key]), key
-    assert 0 <= results["c2st_auc"] <= 1 and results["fid"] is None and results["synthetic_data"]
+    assert results["c2st_auc_low"] <= results["c2st_auc"] <= results["c2st_auc_high"]
+    assert results["position_source"] == "feature network" and results["position_accuracy"] is None
+    assert results["diversity_ms_ssim_real_subjects"] == 8  # 8 real slices drawn across the 8 test subjects
+    assert results["fid"] is None and results["synthetic_data"]
+    assert os.path.exists(os.path.join(tiny_prior_run, "evaluation", "feature_net.keras"))
     assert json.load(open(os.path.join(out, "metrics.json")))["c2st_auc"] == results["c2st_auc"]
     sweep = json.load(open(os.path.join(out, "temperature_sweep.json")))
     assert [entry["temperature"] for entry in sweep] == [0.5, 1.0]
     report = open(os.path.join(out, "report.md")).read()
     assert "C2ST AUC" in report and "SYNTHETIC" in report and "Temperature sweep" in report
-    for name in ("samples_vs_real.png", "nearest_neighbours.png", "sample_statistics.png", "temperature_sweep.png"):
+    for name in ("samples_vs_real.png", "nearest_neighbours.png", "sample_statistics.png", "position_bands.png",
+                 "temperature_sweep.png"):
         assert os.path.getsize(os.path.join(out, "figures", name)) > 1000, name
 
 

@@ -113,12 +113,13 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     result = sampling.generate_from(models, num_samples, temperature, top_k, seed, method, batch_size, progress)
     seconds = time.perf_counter() - start
     images = result["images"]
-    for index, image in enumerate(images):
-        with atomic_path(os.path.join(out, f"sample_{index:03d}.png"), suffix=".png") as temporary:
+    names = [f"sample_{index:03d}.png" for index in range(num_samples)]
+    for name, image in zip(names, images):
+        with atomic_path(os.path.join(out, name), suffix=".png") as temporary:
             iio.imwrite(temporary, (np.clip(image[..., 0], 0, 1) * 255).round().astype(np.uint8), extension=".png")
     codes_lib.save_codes(os.path.join(out, "codes.npz"), {
         "top": result["top"], "bottom": result["bottom"],
-        "files": np.asarray([f"sample_{i:03d}.png" for i in range(num_samples)])})
+        "files": np.asarray(names)})
     synthetic = pipeline.read_json(os.path.join(run.path, "vqvae", "metrics.json")).get("synthetic_data", False)
     columns = min(8, num_samples)
     rows = [images[i:i + columns] for i in range(0, num_samples, columns)]
@@ -131,7 +132,7 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
                "method": method, "batch_size": batch_size, "seconds": round(seconds, 2),
                "seconds_per_brain": round(seconds / num_samples, 3), "out": out,
                "trained_on_synthetic_data": synthetic}
-    atomic_write_json(os.path.join(out, "generation.json"), summary)
+    atomic_write_json(os.path.join(out, "generation.json"), {**summary, "files": names})
     return summary
 
 
