@@ -107,7 +107,11 @@ class TrainConfig:
     learning_rate: float = _field(3e-4, "Adam learning rate")
     seed: int = _field(0, "seed of weights, shuffling and dropout")
     jit_compile: bool = _field(False, "compile train steps with XLA (measured slower on CPU; try on GPU)")
-    mixed_precision: bool = _field(False, "mixed_float16 compute (GPU); quantizer maths stays float32")
+    precision: str = _field(
+        "auto", "compute precision: auto picks mixed_bfloat16 where the hardware has bfloat16 arithmetic (CPUs with "
+                "AVX512-BF16 or AMX, GPUs of compute capability 8.0 and later) and float32 elsewhere; quantizer "
+                "distances, EMA statistics, losses and logits stay float32",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
     strategy: str = _field("default", "tf.distribute strategy", choices=("default", "mirrored", "multiworker"))
     time_limit_minutes: float = _field(0.0, "stop training cleanly after this many minutes (0: no limit)")
     checkpoint_steps: int = _field(200, "also checkpoint the full training state every N steps (0: at epoch "
@@ -165,6 +169,9 @@ def _section_from_dict(section_type: type, values: dict, section: str) -> Any:
     if not isinstance(values, dict):
         raise ValueError(f"config section {section!r} must be an object, got {type(values).__name__}")
     values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS.get(section, ())}
+    if section_type is TrainConfig and "mixed_precision" in values:
+        # before `precision` there was a float16 switch; a stored run keeps the precision it trained with
+        values.setdefault("precision", "mixed_float16" if values.pop("mixed_precision") else "float32")
     known = {f.name for f in dataclasses.fields(section_type)}
     unknown = set(values) - known
     if unknown:

@@ -264,15 +264,17 @@ class CausalSelfAttention(keras.layers.Layer):
 
     def project(self, sequence, positions):
         """Queries, keys and values [B, heads, L, C/heads] for features [B, L, C] at ``positions``."""
-        x = self.norm(sequence) + tf.gather(self.position, positions)
+        x = self.norm(sequence)
+        x = x + tf.cast(tf.gather(self.position, positions), x.dtype)  # also called outside __call__ (sampling)
         query, key, value = tf.split(self.query_key_value(x), 3, axis=-1)
         return self.split_heads(query), self.split_heads(key), self.split_heads(value)
 
     def attend(self, query, key, value, mask):
         """Attention output [B, Lq, C] from heads; ``mask`` [Lq, Lk] is True where attending is allowed."""
-        scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.channels // self.num_heads)
-        scores = tf.where(mask, scores, tf.cast(-1e9, scores.dtype))
-        weights = tf.nn.softmax(scores, axis=-1)
+        # attention logits and softmax in float32 under any policy: bfloat16's 8-bit mantissa blurs them
+        scores = tf.matmul(tf.cast(query, tf.float32), tf.cast(key, tf.float32), transpose_b=True)
+        scores = tf.where(mask, scores / math.sqrt(self.channels // self.num_heads), -1e9)
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), value.dtype)
         out = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
         out = tf.reshape(out, [tf.shape(out)[0], -1, self.channels])
         return self.output_projection(out)

@@ -123,15 +123,16 @@ class CachedSampler:
     def _initial_state(self, batch):
         prior, half = self.prior, self.half
         channels, height, width = prior.hidden_channels, prior.height, prior.width
+        dtype = prior.compute_dtype  # the caches hold activations: bfloat16/float16 under a mixed policy
         return {
             "codes": tf.zeros((batch, height, width), tf.int32),
             # Horizontal input of the first block is the embedding shifted right: half + 1 zero columns.
-            "embedded_row": tf.zeros((batch, width + half + 1, channels)),
-            "horizontal_rows": [tf.zeros((batch, width + half, channels)) for _ in prior.blocks],
-            "vertical_windows": [tf.zeros((batch, half + 1, width + 2 * half, channels)) for _ in prior.blocks],
-            "vertical_previous": [tf.zeros((batch, width, 2 * channels)) for _ in prior.blocks],
-            "keys": [tf.zeros((batch, a.num_heads, height * width, channels // a.num_heads)) for a in prior.attention],
-            "values": [tf.zeros((batch, a.num_heads, height * width, channels // a.num_heads))
+            "embedded_row": tf.zeros((batch, width + half + 1, channels), dtype),
+            "horizontal_rows": [tf.zeros((batch, width + half, channels), dtype) for _ in prior.blocks],
+            "vertical_windows": [tf.zeros((batch, half + 1, width + 2 * half, channels), dtype) for _ in prior.blocks],
+            "vertical_previous": [tf.zeros((batch, width, 2 * channels), dtype) for _ in prior.blocks],
+            "keys": [tf.zeros((batch, a.num_heads, height * width, channels // a.num_heads), dtype) for a in prior.attention],
+            "values": [tf.zeros((batch, a.num_heads, height * width, channels // a.num_heads), dtype)
                        for a in prior.attention],
         }
 
@@ -158,7 +159,7 @@ class CachedSampler:
         """Logits [B, K] at (row, column) from the caches, and the caches updated with this position."""
         prior, half = self.prior, self.half
         position = row * prior.width + column
-        above = tf.cast(row > 0, tf.float32)  # shift_down: row 0 sees zeros above
+        above = tf.cast(row > 0, prior.compute_dtype)  # shift_down: row 0 sees zeros above
         horizontal_rows, keys, values = list(state["horizontal_rows"]), list(state["keys"]), list(state["values"])
         # Columns (column - 1 - half .. column - 1) of the embedding, as the first block's shifted input.
         h_input = tf.slice(state["embedded_row"], [0, column, 0], [-1, half + 1, -1])[:, tf.newaxis]

@@ -42,6 +42,21 @@ def stage_data(run: Run, force: bool = False) -> dict:
             **{split: summary[split].get("count", 0) for split in data.SPLITS}}
 
 
+def settle_precision(run: Run, train_cfg, stage: str) -> str:
+    """Resolves the stage's ``precision`` (``auto`` -> what this hardware runs fastest), stores the
+    choice in the run's config and prints it."""
+    from oasis_gen import training
+
+    resolved = training.resolve_precision(train_cfg.precision)
+    if resolved != train_cfg.precision:
+        print(f"[{stage}] precision auto -> {resolved}")
+        train_cfg.precision = resolved
+        run.save_config()
+    else:
+        print(f"[{stage}] precision {resolved}")
+    return resolved
+
+
 def _verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
@@ -91,6 +106,7 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
     from oasis_gen.vqvae import build_vqvae
 
     cfg, train_cfg = run.config, run.config.vqvae_train
+    settle_precision(run, train_cfg, "vqvae")
     folder = run.stage_dir("vqvae")
     plots = os.path.join(folder, "plots")
     keras.utils.set_random_seed(train_cfg.seed)
@@ -189,6 +205,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
                        f"`python train.py prior --level bottom` (or --kind dcgan)")
     num_embeddings = vqvae.num_embeddings
     train_cfg = getattr(run.config, f"{level}_prior_train")
+    settle_precision(run, train_cfg, f"prior_{level}")
     prior_cfg = run.config.top_prior if level == "top" else run.config.bottom_prior
     folder = run.stage_dir(f"prior_{level}")
     keras.utils.set_random_seed(train_cfg.seed)
@@ -254,6 +271,7 @@ def stage_prior_dcgan(run: Run, force: bool = False) -> dict:
         raise RunError(f"{run.path} holds a two-level VQ-VAE-2; the DCGAN prior models the single code map of "
                        f"a one-level model (train one with `python train.py vqvae --levels 1 ...`)")
     train_cfg = run.config.dcgan_train
+    settle_precision(run, train_cfg, "prior_dcgan")
     folder = run.stage_dir("prior_dcgan")
     plots = os.path.join(folder, "plots")
     keras.utils.set_random_seed(train_cfg.seed)

@@ -9,10 +9,13 @@ complete checkpoint, and re-running the same command resumes from it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import math
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -30,8 +33,77 @@ def save_model_atomic(model: keras.Model, path: str) -> None:
         model.save(temporary)
 
 
-def load_model(path: str) -> keras.Model:
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def cpu_has_bfloat16() -> bool:
+    """True on a CPU with bfloat16 arithmetic (x86 AVX512-BF16 or AMX-BF16; ARM BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = set(handle.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(requested: str) -> str:
+    """The policy ``requested`` names; ``auto`` becomes ``mixed_bfloat16`` where the hardware has bfloat16
+    arithmetic (GPUs of compute capability 8.0+, CPUs with AVX512-BF16 or AMX when no GPU is visible)
+    and ``float32`` elsewhere.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    import tensorflow as tf
+
+    if requested in PRECISIONS:
+        return requested
+    if requested != "auto":
+        raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {requested!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "mixed_bfloat16" if capability and tuple(capability) >= (8, 0) else "float32"
+    return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Sets Keras' global dtype policy to ``precision`` for the block and restores the previous one after,
+    so one stage's policy never leaks into the next stage of the same process."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(resolve_precision(precision))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def set_compute_precision(model: keras.Model, precision: str = "float32") -> keras.Model:
+    """Makes every layer of ``model`` compute in ``precision`` (its variables are float32 under every
+    policy, so this changes no weight); returns the model."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        layer.dtype_policy = precision
+    return model
+
+
+def _stored_precision(path: str) -> str:
+    """The dtype policy a ``.keras`` file's model was saved under (float32 when it names none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            dtype = json.loads(archive.read("config.json")).get("config", {}).get("dtype")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return "float32"  # not a readable archive: let Keras report what is wrong with it
+    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    return name if name in PRECISIONS else "float32"
+
+
+def load_model(path: str, precision: str | None = "float32") -> keras.Model:
     """Loads an oasis_gen ``.keras`` file with ``safe_mode=True`` (no code is run from the file).
+
+    A model trained under a mixed policy stores it; ``precision`` (default float32) makes the loaded
+    model compute in that precision instead, so codes, evaluation and sampling do not depend on how
+    the model was trained. ``None`` keeps the stored policies (to resume training).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -44,12 +116,14 @@ def load_model(path: str) -> keras.Model:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path}")
     try:
-        model = keras.models.load_model(path, safe_mode=True, compile=True)
+        # rebuilt under the policy it was trained with, so every sub-layer is made as it was saved
+        with precision_scope(_stored_precision(path)):
+            model = keras.models.load_model(path, safe_mode=True, compile=True)
     except Exception as error:  # Keras raises many types for a foreign or broken file
         raise ValueError(f"{path} is not a loadable oasis_gen model: {error}") from error
     if not type(model).__module__.startswith("oasis_gen."):
         raise ValueError(f"{path} holds a {type(model).__name__}, not an oasis_gen model")
-    return model
+    return model if precision is None else set_compute_precision(model, precision)
 
 
 def _finite(logs) -> bool:
@@ -300,12 +374,10 @@ def distribution_strategy(train_config):
     logical CPUs); ``multiworker`` spans hosts described by ``TF_CONFIG``. The batch size is global:
     each of N replicas sees ``batch_size / N`` images per step. The learning rate is not rescaled
     automatically; when multiplying the global batch by N, the usual starting point is the
-    learning rate times N (Goyal et al. 2017). ``mixed_precision`` sets Keras' ``mixed_float16``
-    policy; the quantizers and losses stay float32.
+    learning rate times N (Goyal et al. 2017).
     """
     import tensorflow as tf
 
-    keras.mixed_precision.set_global_policy("mixed_float16" if train_config.mixed_precision else "float32")
     if train_config.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     if train_config.strategy == "multiworker":
@@ -315,10 +387,11 @@ def distribution_strategy(train_config):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(train_config):
-    """Adam with the stage's learning rate (loss-scaled under mixed precision)."""
-    optimizer = keras.optimizers.Adam(train_config.learning_rate)
-    if train_config.mixed_precision:
+def make_optimizer(train_config, optimizer=None):
+    """``optimizer`` (default: Adam with the stage's learning rate), loss-scaled under ``mixed_float16``
+    (float16 gradients underflow; bfloat16 has float32's range and needs no scaling)."""
+    optimizer = optimizer or keras.optimizers.Adam(train_config.learning_rate)
+    if resolve_precision(train_config.precision) == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
@@ -345,7 +418,8 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
     epoch (its logged averages then cover only the steps after the resume), then continues;
     because ``train_stream(step)`` yields the same batches an uninterrupted run sees from global
     step ``step`` on, the final weights match an uninterrupted run's. ``model.keras`` ends up
-    holding the best model by ``monitor``.
+    holding the best model by ``monitor``. The whole stage runs under ``train_config.precision``
+    (``precision_scope``); the global policy is restored afterwards.
 
     Args:
         train_stream: ``step -> tf.data.Dataset``, the endless training batches from global step ``step``.
@@ -358,15 +432,22 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
     Raises:
         NonFiniteLoss: the loss became NaN/Inf; the last good checkpoint is left in place.
     """
+    with precision_scope(train_config.precision):
+        return _fit(name, folder, build, train_stream, validation_dataset, train_config, monitor, mode,
+                    steps_per_epoch, force, extra_callbacks, panels, verbose, optimizer)
+
+
+def _fit(name, folder, build, train_stream, validation_dataset, train_config, monitor, mode, steps_per_epoch,
+         force, extra_callbacks, panels, verbose, optimizer) -> dict:
     state = None if force else read_checkpoint_state(folder)
     strategy = distribution_strategy(train_config)
     with strategy.scope():
         if state is not None:
-            model = load_model(state["path"])
+            model = load_model(state["path"], precision=None)
             model.optimizer.learning_rate.assign(train_config.learning_rate)
         else:
             model = build()
-            model.compile(optimizer=optimizer() if optimizer else make_optimizer(train_config),
+            model.compile(optimizer=make_optimizer(train_config, optimizer() if optimizer else None),
                           jit_compile=train_config.jit_compile)
             # Built on every trainable variable, as Keras builds it when loading a checkpoint (a model
             # that updates subsets with it, like the DCGAN, would otherwise save slots that do not load).
