@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m oasis_gen.bench {data,train,sample} ... [--json]``.
+"""Benchmarks: ``python -m oasis_gen.bench {data,train,prior,sample} ... [--precision P] [--json]``.
 
 Every speed figure in the README comes from this module, with the command that produced it.
 
@@ -6,7 +6,9 @@ Every speed figure in the README comes from this module, with the command that p
   cold (decoding PNGs) and cached (decoded uint8 slices in memory).
 - ``train``: VQ-VAE-2 training images/second (median of timed steps after warm-up, the real
   ``VQVAE2.fit`` on a tf.data pipeline of phantom slices), FLOPs per training image, the fraction
-  of this machine's measured float32 matmul peak that reaches, and peak memory.
+  of this machine's measured matmul peak (float32, or bfloat16 under ``mixed_bfloat16``) that
+  reaches, and peak memory; ``--torch_reference DIR`` times the PyTorch reference in the same run.
+- ``prior``: prior training code maps/second of a preset's top or bottom prior.
 - ``sample``: seconds per generated brain with the ``cached`` and ``naive`` samplers (naive timed
   on a number of positions and extrapolated to the full grids, as the output says), their ratio,
   the priors' parameter counts and peak memory; trained priors from ``--run_dir`` or randomly
@@ -73,13 +75,13 @@ def bench_data(data_dir: str, batch_size: int = 32, image_size: int = 256, split
     }
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul throughput of this machine in GFLOP/s (best of ``repeats``)."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """Measured matmul throughput of this machine in GFLOP/s (best of ``repeats``) in ``dtype``."""
     import tensorflow as tf
 
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    multiply = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    a = tf.cast(tf.random.normal((size, size)), dtype)
+    b = tf.cast(tf.random.normal((size, size)), dtype)
+    multiply = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y), tf.float32)))
     multiply(a, b).numpy()
     best = float("inf")
     for _ in range(repeats):
@@ -87,6 +89,32 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
         multiply(a, b).numpy()
         best = min(best, time.perf_counter() - start)
     return 2.0 * size ** 3 / best / 1e9
+
+
+def _peaks(precision: str) -> dict:
+    """The float32 matmul peak, and the bfloat16 one when ``precision`` computes in bfloat16."""
+    peaks = {"matmul_peak_gflops_float32": round(matmul_peak_gflops(), 1)}
+    if precision == "mixed_bfloat16":
+        peaks["matmul_peak_gflops_bfloat16"] = round(matmul_peak_gflops(dtype="bfloat16"), 1)
+    return peaks
+
+
+def _time_fit(model, dataset, steps: int, warmup: int) -> float:
+    """Median seconds of ``steps`` training steps after ``warmup`` untimed ones."""
+    import keras
+    import numpy as np
+
+    times: list[float] = []
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[StepTimer()], shuffle=False)
+    return float(np.median(times[warmup:]))
 
 
 def forward_gflops(model, image_size: int) -> float:
@@ -103,52 +131,81 @@ def forward_gflops(model, image_size: int) -> float:
 
 
 def bench_train(preset_name: str, batch_size: int, steps: int = 20, warmup: int = 5, jit_compile: bool = False,
-                image_size: int | None = None) -> dict:
+                image_size: int | None = None, precision: str = "float32", torch_reference: str | None = None) -> dict:
     """Times ``VQVAE2.fit`` steps of a preset's model on phantom slices streamed by tf.data.
+
+    With ``torch_reference`` (a folder holding the PyTorch reference's ``vqvae.py``) the reference is
+    timed in the same run, in child processes with the tuned malloc: float32, and bfloat16 autocast.
 
     Returns:
         ``images_per_s`` (median step), ``gflop_per_image`` (3x the forward pass: forward and
-        backward), ``peak_fraction`` (of the measured matmul peak), ``peak_rss_mib`` and context.
+        backward), ``peak_fraction`` (of the measured matmul peak in the compute precision),
+        ``peak_rss_mib``, the reference's figures and context.
     """
     import tempfile
 
-    import keras
-    import numpy as np
-
-    from oasis_gen import config, data, phantom
+    from oasis_gen import config, data, phantom, training
     from oasis_gen.vqvae import build_vqvae
 
     cfg = config.preset(preset_name)
     size = image_size or cfg.data.image_size
-    with tempfile.TemporaryDirectory() as folder:
+    precision = training.resolve_precision(precision)
+    with tempfile.TemporaryDirectory() as folder, training.precision_scope(precision):
         phantom.write_phantom(folder, num_subjects=4, slices_per_subject=max(8, batch_size // 2), size=size)
         source = data.resolve_split(data.find_slices(folder), "train", image_size=size)
         dataset = data.make_dataset(source, batch_size, training=True, repeat=True, drop_remainder=True)
         model = build_vqvae(cfg.vqvae, size, data_variance=0.06)
-        model.compile(optimizer=keras.optimizers.Adam(3e-4), jit_compile=jit_compile)
-        times: list[float] = []
-
-        class StepTimer(keras.callbacks.Callback):
-            def on_train_batch_begin(self, batch, logs=None):
-                self.start = time.perf_counter()
-
-            def on_train_batch_end(self, batch, logs=None):
-                times.append(time.perf_counter() - self.start)
-
-        model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[StepTimer()],
-                  shuffle=False)
-    step_seconds = float(np.median(times[warmup:]))
+        model.compile(optimizer=training.make_optimizer(config.TrainConfig(precision=precision)),
+                      jit_compile=jit_compile)
+        step_seconds = _time_fit(model, dataset, steps, warmup)
     images_per_s = batch_size / step_seconds
     gflop_per_image = 3.0 * forward_gflops(model, size)
-    peak = matmul_peak_gflops()
-    return {
-        "preset": preset_name, "batch_size": batch_size, "image_size": size, "jit_compile": jit_compile,
-        "images_per_s": round(images_per_s, 2), "gflop_per_image": round(gflop_per_image, 2),
-        "achieved_gflops": round(images_per_s * gflop_per_image, 1), "matmul_peak_gflops": round(peak, 1),
+    peaks = _peaks(precision)
+    peak = peaks.get("matmul_peak_gflops_bfloat16", peaks["matmul_peak_gflops_float32"])
+    results = {
+        "preset": preset_name, "batch_size": batch_size, "image_size": size, "precision": precision,
+        "jit_compile": jit_compile, "images_per_s": round(images_per_s, 2), "gflop_per_image": round(gflop_per_image, 2),
+        "achieved_gflops": round(images_per_s * gflop_per_image, 1), **peaks,
         "peak_fraction": round(images_per_s * gflop_per_image / peak, 3),
         "parameters": int(model.count_params()), "timed_steps": steps, "peak_rss_mib": round(peak_rss_mib(), 1),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
+    if torch_reference:
+        from oasis_gen.reference_bench import measure_in_child
+
+        for key, bfloat16 in (("torch_float32_tuned_malloc", False), ("torch_bfloat16_autocast", True)):
+            reference = measure_in_child(torch_reference, batch_size, steps, warmup, bfloat16)
+            results[f"{key}_images_per_s"] = reference["images_per_s"]
+        results["speedup_vs_torch_float32"] = round(images_per_s / results["torch_float32_tuned_malloc_images_per_s"], 2)
+    return results
+
+
+def bench_prior(preset_name: str, level: str, batch_size: int, steps: int = 20, warmup: int = 5,
+                precision: str = "float32") -> dict:
+    """Times ``fit`` steps of a preset's top or bottom prior on random codes (code maps per second)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from oasis_gen import config, training
+    from oasis_gen.prior import build_prior
+
+    cfg = config.preset(preset_name)
+    precision = training.resolve_precision(precision)
+    top_grid, bottom_grid = cfg.data.image_size // 8, cfg.data.image_size // 4
+    rng = np.random.default_rng(0)
+    count = batch_size * 4
+    top = rng.integers(0, cfg.vqvae.num_embeddings, (count, top_grid, top_grid)).astype(np.int32)
+    bottom = rng.integers(0, cfg.vqvae.num_embeddings, (count, bottom_grid, bottom_grid)).astype(np.int32)
+    inputs = top if level == "top" else {"top": top, "bottom": bottom}
+    dataset = tf.data.Dataset.from_tensor_slices(inputs).repeat().batch(batch_size, drop_remainder=True)
+    prior_cfg = cfg.top_prior if level == "top" else cfg.bottom_prior
+    with training.precision_scope(precision):
+        model = build_prior(level, prior_cfg, cfg.vqvae.num_embeddings, top_grid, bottom_grid)
+        model.compile(optimizer=training.make_optimizer(config.TrainConfig(precision=precision)))
+        step_seconds = _time_fit(model, dataset, steps, warmup)
+    return {"preset": preset_name, "level": level, "batch_size": batch_size, "precision": precision,
+            "code_maps_per_s": round(batch_size / step_seconds, 2), "parameters": int(model.count_params()),
+            "timed_steps": steps, **_peaks(precision), "peak_rss_mib": round(peak_rss_mib(), 1)}
 
 
 def _sample_models(preset_name: str, run_dir: str | None):
@@ -173,16 +230,20 @@ def _sample_models(preset_name: str, run_dir: str | None):
 
 
 def bench_sample(preset_name: str = "quick", batch_size: int = 8, run_dir: str | None = None,
-                 naive_positions: int = 16) -> dict:
-    """Seconds per brain for the cached sampler (full run) and the naive one (extrapolated).
+                 naive_positions: int = 16, precision: str = "float32") -> dict:
+    """Seconds per brain for the cached sampler (full run) and the naive one (extrapolated), with the
+    models computing in ``precision``.
 
     Compilation is excluded: each sampler first runs once on the same shapes.
     """
     import numpy as np
 
+    from oasis_gen import training
     from oasis_gen.sampling import NaiveSampler, PriorSampler
 
-    vqvae, top, bottom = _sample_models(preset_name, run_dir)
+    precision = training.resolve_precision(precision)
+    vqvae, top, bottom = (training.set_compute_precision(model, precision)
+                          for model in _sample_models(preset_name, run_dir))
     top_cached = PriorSampler(top, "cached", batch_size)
     bottom_cached = PriorSampler(bottom, "cached", batch_size)
     warm_top = top_cached(batch_size, seed=99)
@@ -207,7 +268,7 @@ def bench_sample(preset_name: str = "quick", batch_size: int = 8, run_dir: str |
         naive_seconds += (time.perf_counter() - start) / count * prior.height * prior.width
     return {
         "preset": preset_name if not run_dir else None, "run_dir": run_dir, "batch_size": batch_size,
-        "cached_seconds_per_brain": round(cached_seconds / batch_size, 3),
+        "precision": precision, "cached_seconds_per_brain": round(cached_seconds / batch_size, 3),
         "cached_top_seconds_per_brain": round(top_seconds / batch_size, 3),
         "cached_bottom_seconds_per_brain": round(bottom_seconds / batch_size, 3),
         "naive_seconds_per_brain": round(naive_seconds / batch_size, 2),
@@ -241,7 +302,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train_parser.add_argument("--warmup", type=int, default=5)
     train_parser.add_argument("--jit_compile", action="store_true", help="compile the train step with XLA")
     train_parser.add_argument("--image_size", type=int, default=None, help="override the preset's image size")
+    train_parser.add_argument("--torch_reference", default=None,
+                              help="folder of the PyTorch VQ-VAE-2 reference's vqvae.py: time it in the same run")
     train_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    prior_parser = commands.add_parser("prior", help="prior training code maps/second")
+    prior_parser.add_argument("--preset", default="cpu", choices=("quick", "cpu", "oasis"))
+    prior_parser.add_argument("--level", default="top", choices=("top", "bottom"))
+    prior_parser.add_argument("--batch_size", type=int, default=32)
+    prior_parser.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
+    prior_parser.add_argument("--warmup", type=int, default=5)
+    prior_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sample_parser = commands.add_parser("sample", help="seconds per generated brain, cached vs naive")
     sample_parser.add_argument("--preset", default="quick", choices=("quick", "cpu", "oasis"))
     sample_parser.add_argument("--batch_size", type=int, default=8)
@@ -249,6 +319,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sample_parser.add_argument("--naive_positions", type=int, default=16,
                                help="positions the naive sampler is timed on (then extrapolated)")
     sample_parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    for command in (train_parser, prior_parser, sample_parser):
+        command.add_argument("--precision", default="float32",
+                             choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+                             help="compute precision (auto: what training would pick on this machine)")
     return parser.parse_args(argv)
 
 
@@ -263,13 +337,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             title = f"tf.data pipeline, {args.split} split of {args.data}"
         elif args.command == "train":
             results = bench_train(args.preset, args.batch_size, args.steps, args.warmup, args.jit_compile,
-                                  args.image_size)
-            title = f"VQ-VAE-2 training, preset {args.preset}, batch {args.batch_size}"
+                                  args.image_size, args.precision, args.torch_reference)
+            title = f"VQ-VAE-2 training, preset {args.preset}, batch {args.batch_size}, {results['precision']}"
+        elif args.command == "prior":
+            results = bench_prior(args.preset, args.level, args.batch_size, args.steps, args.warmup, args.precision)
+            title = f"{args.level} prior training, preset {args.preset}, batch {args.batch_size}, {results['precision']}"
         elif args.command == "sample":
-            results = bench_sample(args.preset, args.batch_size, args.run_dir, args.naive_positions)
+            results = bench_sample(args.preset, args.batch_size, args.run_dir, args.naive_positions, args.precision)
             title = (f"sampling, {'run ' + args.run_dir if args.run_dir else 'preset ' + args.preset}, "
                      f"batch {args.batch_size} (naive extrapolated from {args.naive_positions} positions per prior)")
-    except (DataError, RunError) as error:
+    except (DataError, RunError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:

@@ -36,6 +36,25 @@ def test_train_benchmark_json(capsys):
     assert 0 < results["peak_fraction"] < 1.5 and results["peak_rss_mib"] > 100
 
 
+def test_benchmarks_under_bfloat16_report_both_peaks(capsys, tmp_path):
+    assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
+                       "--image_size", "32", "--precision", "mixed_bfloat16", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["precision"] == "mixed_bfloat16" and results["images_per_s"] > 0
+    assert results["matmul_peak_gflops_bfloat16"] > 0 and results["matmul_peak_gflops_float32"] > 0
+    achieved = results["images_per_s"] * results["gflop_per_image"]
+    assert results["peak_fraction"] == pytest.approx(achieved / results["matmul_peak_gflops_bfloat16"], abs=2e-3)
+    assert bench.main(["prior", "--preset", "quick", "--level", "bottom", "--batch_size", "2", "--steps", "2",
+                       "--warmup", "1", "--precision", "mixed_bfloat16", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["code_maps_per_s"] > 0 and results["precision"] == "mixed_bfloat16"
+    assert results["parameters"] > 1000
+    # the PyTorch reference is the user's own download: a folder without it is named
+    assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "1", "--warmup", "1",
+                       "--image_size", "32", "--torch_reference", str(tmp_path)]) == 2
+    assert "no vqvae.py in" in capsys.readouterr().err
+
+
 def test_prior_json_on_any_folder(tiny_prior_run, tiny_phantom, capsys):
     assert evaluate.main(["prior", "--run_dir", tiny_prior_run, "--data", tiny_phantom, "--split", "test",
                           "--json"]) == 0
