@@ -239,20 +239,22 @@ def bench_sample(preset_name: str = "quick", batch_size: int = 8, run_dir: str |
     import numpy as np
 
     from oasis_gen import training
-    from oasis_gen.sampling import NaiveSampler, PriorSampler
+    from oasis_gen.sampling import NaiveSampler, PriorSampler, draw_positions
 
     precision = training.resolve_precision(precision)
     vqvae, top, bottom = (training.set_compute_precision(model, precision)
                           for model in _sample_models(preset_name, run_dir))
     top_cached = PriorSampler(top, "cached", batch_size)
     bottom_cached = PriorSampler(bottom, "cached", batch_size)
-    warm_top = top_cached(batch_size, seed=99)
-    bottom_cached(batch_size, warm_top, seed=99)
+    # positions only for position-conditioned priors (a run's priors may be either)
+    where = {prior.name: draw_positions(prior, batch_size) if prior.num_positions else None for prior in (top, bottom)}
+    warm_top = top_cached(batch_size, seed=99, slice_positions=where[top.name])
+    bottom_cached(batch_size, warm_top, seed=99, slice_positions=where[bottom.name])
     vqvae.decode_codes(warm_top, np.zeros((batch_size, bottom.height, bottom.width), np.int32))
     start = time.perf_counter()
-    top_codes = top_cached(batch_size, seed=0)
+    top_codes = top_cached(batch_size, seed=0, slice_positions=where[top.name])
     top_seconds = time.perf_counter() - start
-    bottom_codes = bottom_cached(batch_size, top_codes, seed=1)
+    bottom_codes = bottom_cached(batch_size, top_codes, seed=1, slice_positions=where[bottom.name])
     bottom_seconds = time.perf_counter() - start - top_seconds
     vqvae.decode_codes(top_codes, bottom_codes).numpy()
     cached_seconds = time.perf_counter() - start
@@ -262,9 +264,9 @@ def bench_sample(preset_name: str = "quick", batch_size: int = 8, run_dir: str |
     for prior, condition in ((top, None), (bottom, top_codes)):
         sampler = NaiveSampler(prior)
         count = min(naive_positions, prior.height * prior.width)
-        sampler(batch_size, condition, positions=1)  # compile
+        sampler(batch_size, condition, positions=1, slice_positions=where[prior.name])  # compile
         start = time.perf_counter()
-        sampler(batch_size, condition, positions=count).numpy()
+        sampler(batch_size, condition, positions=count, slice_positions=where[prior.name]).numpy()
         naive_seconds += (time.perf_counter() - start) / count * prior.height * prior.width
     return {
         "preset": preset_name if not run_dir else None, "run_dir": run_dir, "batch_size": batch_size,

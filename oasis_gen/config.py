@@ -85,6 +85,9 @@ class PriorConfig:
     num_heads: int = _field(4, "attention heads")
     num_conditioning_layers: int = _field(4, "residual blocks of the top-code conditioning stack (bottom prior only)")
     dropout: float = _field(0.1, "dropout rate inside the gated blocks")
+    condition_on_position: bool = _field(
+        True, "condition on the axial slice position named in each file (case_NNN_slice_S), a learned bias in "
+              "every gated block; generate.py --slice_index then picks positions")
 
 
 @dataclasses.dataclass

@@ -88,11 +88,11 @@ def evaluate_prior(run_dir: str, data_dir: str, split: str = "test", batch_size:
         if prior is None:
             continue
         nats = tf.function(lambda batch: tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=batch["bottom"] if isinstance(batch, dict) else batch, logits=prior(batch, training=False))))
+            labels=tf.cast(prior.target_codes(batch), tf.int32), logits=prior(batch, training=False))))
         total, count = 0.0, 0
-        for batch in codes_lib.code_dataset(codes, level, batch_size):
+        for batch in codes_lib.code_dataset(codes, level, batch_size, with_position=prior.num_positions > 0):
             total += float(nats(batch))
-            count += int(tf.size(batch["bottom"] if isinstance(batch, dict) else batch))
+            count += int(tf.size(prior.target_codes(batch)))
         results[level] = {"nll_bits_per_code": total / count / math.log(2.0), "codes": count,
                           "uniform_bits_per_code": math.log2(prior.num_embeddings)}
     return results

@@ -153,11 +153,13 @@ class StepDropout(keras.layers.Layer):
 class GatedBlock(keras.layers.Layer):
     """One gated PixelCNN layer with vertical and horizontal stacks, residual and skip outputs.
 
-    ``v' = gate(vconv(v) + c_v)``;
-    ``h' = h + 1x1(dropout(gate(hconv(h) + 1x1(shift_down(vconv(v) + c_v)) + c_h)))``
-    with ``gate(a, b) = tanh(a) * sigmoid(b)`` and ``c`` the optional conditioning features. In the
-    first block (``first=True``) the horizontal input is shifted right so position (i, j) never
-    sees its own code, and there is no residual connection.
+    ``v' = gate(vconv(v) + c_v + p_v)``;
+    ``h' = h + 1x1(dropout(gate(hconv(h) + 1x1(shift_down(vconv(v) + c_v + p_v)) + c_h + p_h)))``
+    with ``gate(a, b) = tanh(a) * sigmoid(b)``, ``c`` the optional conditioning features and ``p``
+    the optional slice-position bias (a learned vector per axial position and block, the class
+    conditioning of van den Oord et al. 2016). In the first block (``first=True``) the horizontal
+    input is shifted right so position (i, j) never sees its own code, and there is no residual
+    connection.
 
     Args:
         channels (int): stack channels C.
@@ -166,10 +168,11 @@ class GatedBlock(keras.layers.Layer):
         first (bool): the input block (mask type A).
         conditional (bool): adds a conditioning input with ``channels`` features.
         seed (int, 0): seed of the dropout masks (see ``StepDropout``).
+        num_positions (int, 0): axial slice positions to learn a bias for (0: none).
     """
 
     def __init__(self, channels: int, kernel_size: int = 5, dropout: float = 0.0, first: bool = False,
-                 conditional: bool = False, seed: int = 0, **kwargs):
+                 conditional: bool = False, seed: int = 0, num_positions: int = 0, **kwargs):
         super().__init__(**kwargs)
         if channels < 1 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"channels must be >= 1 and dropout in [0, 1), got {channels}, {dropout}")
@@ -179,6 +182,7 @@ class GatedBlock(keras.layers.Layer):
         self.first = first
         self.conditional = conditional
         self.seed = seed
+        self.num_positions = num_positions
         self.vertical = VerticalConv(2 * channels, kernel_size, name="vertical")
         self.horizontal = HorizontalConv(2 * channels, kernel_size, name="horizontal")
         self.vertical_to_horizontal = keras.layers.Conv2D(2 * channels, 1, name="v_to_h")
@@ -188,6 +192,16 @@ class GatedBlock(keras.layers.Layer):
         if conditional:
             self.condition_vertical = keras.layers.Conv2D(2 * channels, 1, name="cond_v")
             self.condition_horizontal = keras.layers.Conv2D(2 * channels, 1, name="cond_h")
+        if num_positions:  # zero at the start: training begins from the unconditional model
+            self.position_vertical = keras.layers.Embedding(num_positions, 2 * channels, embeddings_initializer="zeros",
+                                                            name="position_v")
+            self.position_horizontal = keras.layers.Embedding(num_positions, 2 * channels,
+                                                              embeddings_initializer="zeros", name="position_h")
+
+    def position_bias(self, position):
+        """``(vertical, horizontal)`` biases [B, 2C] of slice positions [B]."""
+        position = tf.cast(position, tf.int32)
+        return self.position_vertical(position), self.position_horizontal(position)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -201,15 +215,23 @@ class GatedBlock(keras.layers.Layer):
         if self.conditional:
             self.condition_vertical.build(shape)
             self.condition_horizontal.build(shape)
+        if self.num_positions:
+            self.position_vertical.build((None,))
+            self.position_horizontal.build((None,))
 
-    def call(self, vertical, horizontal, condition=None, training=False):
+    def call(self, vertical, horizontal, condition=None, position=None, training=False):
         v = self.vertical(vertical)
         if self.conditional:
             v = v + self.condition_vertical(condition)
+        if self.num_positions:
+            bias_v, bias_h = self.position_bias(position)
+            v = v + bias_v[:, tf.newaxis, tf.newaxis]
         h_input = shift_right(horizontal) if self.first else horizontal
         h = self.horizontal(h_input) + self.vertical_to_horizontal(shift_down(v))
         if self.conditional:
             h = h + self.condition_horizontal(condition)
+        if self.num_positions:
+            h = h + bias_h[:, tf.newaxis, tf.newaxis]
         v = _gate(v)
         gated = self.drop(_gate(h), training=training)
         out = self.horizontal_out(gated)
@@ -220,7 +242,8 @@ class GatedBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"channels": self.channels, "kernel_size": self.kernel_size, "dropout": self.dropout,
-                       "first": self.first, "conditional": self.conditional, "seed": self.seed})
+                       "first": self.first, "conditional": self.conditional, "seed": self.seed,
+                       "num_positions": self.num_positions})
         return config
 
 
@@ -340,7 +363,8 @@ class _GatedPixelCNN(keras.Model):
 
     def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
                  num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1, num_attention_blocks: int = 0,
-                 num_heads: int = 4, conditional: bool = False, **kwargs):
+                 num_heads: int = 4, conditional: bool = False, num_positions: int = 0,
+                 position_frequencies: list[float] | None = None, **kwargs):
         super().__init__(**kwargs)
         if num_embeddings < 2 or min(height, width, hidden_channels, num_layers) < 1:
             raise ValueError(f"invalid prior sizes: num_embeddings={num_embeddings}, grid {height}x{width}, "
@@ -357,9 +381,16 @@ class _GatedPixelCNN(keras.Model):
         self.dropout = dropout
         self.num_attention_blocks = num_attention_blocks
         self.num_heads = num_heads
+        if num_positions < 0 or (position_frequencies is not None and len(position_frequencies) != num_positions):
+            raise ValueError(f"num_positions must be >= 0 with one frequency per position, got {num_positions} and "
+                             f"{position_frequencies}")
+        self.num_positions = num_positions
+        # how often each position occurs in the training data: positions to sample when none is asked for
+        self.position_frequencies = (list(position_frequencies) if position_frequencies is not None
+                                     else [1.0 / num_positions] * num_positions)
         self.embedding = keras.layers.Embedding(num_embeddings, hidden_channels, name="code_embedding")
         self.blocks = [GatedBlock(hidden_channels, kernel_size, dropout, first=(i == 0), conditional=conditional,
-                                  seed=i, name=f"gated_{i}") for i in range(num_layers)]
+                                  seed=i, num_positions=num_positions, name=f"gated_{i}") for i in range(num_layers)]
         # Attention after evenly spaced gated blocks (the last one among them).
         self.attention_after = {round((a + 1) * num_layers / num_attention_blocks) - 1: a
                                 for a in range(num_attention_blocks)} if num_attention_blocks else {}
@@ -370,12 +401,15 @@ class _GatedPixelCNN(keras.Model):
         self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "bits_per_code", "accuracy")}
 
     # -------------------------------------------------------------------------- forward
-    def _trunk(self, codes, condition, training):
+    def _trunk(self, codes, condition, position, training):
+        if self.num_positions and position is None:
+            raise ValueError(f"this prior is conditioned on the slice position (0..{self.num_positions - 1}): "
+                             "pass inputs as a dict with a 'position' entry")
         x = self.embedding(tf.cast(codes, tf.int32))
         vertical, horizontal = x, x
         skip = 0.0
         for index, block in enumerate(self.blocks):
-            vertical, horizontal, block_skip = block(vertical, horizontal, condition, training=training)
+            vertical, horizontal, block_skip = block(vertical, horizontal, condition, position, training=training)
             skip = skip + block_skip
             if index in self.attention_after:
                 horizontal = self.attention[self.attention_after[index]](horizontal)
@@ -388,8 +422,14 @@ class _GatedPixelCNN(keras.Model):
         raise NotImplementedError  # each prior says what its inputs are
 
     def call(self, inputs, training=False):
-        codes, condition = self._split(inputs)
-        return self._head(self._trunk(codes, condition, training))
+        codes, condition, position = self._split(inputs)
+        return self._head(self._trunk(codes, condition, position, training))
+
+    def _build_inputs(self, **codes):
+        inputs = dict(codes)
+        if self.num_positions:
+            inputs["position"] = tf.zeros((1,), tf.int32)
+        return inputs
 
     def distribution(self, inputs):
         """The predictive ``tfp.distributions.Categorical`` over codes at every position."""
@@ -403,8 +443,7 @@ class _GatedPixelCNN(keras.Model):
         return list(self.trackers.values())
 
     def _step_values(self, inputs, logits):
-        codes, _ = self._split(inputs)
-        codes = tf.cast(codes, tf.int32)
+        codes = tf.cast(self.target_codes(inputs), tf.int32)
         nats = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=logits))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), codes), tf.float32))
         return nats, accuracy
@@ -433,7 +472,8 @@ class _GatedPixelCNN(keras.Model):
         config.update({"num_embeddings": self.num_embeddings, "height": self.height, "width": self.width,
                        "hidden_channels": self.hidden_channels, "num_layers": self.num_layers,
                        "kernel_size": self.kernel_size, "dropout": self.dropout,
-                       "num_attention_blocks": self.num_attention_blocks, "num_heads": self.num_heads})
+                       "num_attention_blocks": self.num_attention_blocks, "num_heads": self.num_heads,
+                       "num_positions": self.num_positions, "position_frequencies": self.position_frequencies})
         return config
 
 
@@ -450,6 +490,9 @@ class TopPrior(_GatedPixelCNN):
         height, width (int): code grid.
         hidden_channels (int, 128), num_layers (int, 12), kernel_size (int, 5), dropout (float, 0.1),
         num_attention_blocks (int, 2), num_heads (int, 4): sizes.
+        num_positions (int, 0), position_frequencies (list of float, None): condition on the axial
+            slice position (inputs ``{"top": codes, "position": int [B]}``) and how often each
+            occurs in the training data.
     """
 
     def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
@@ -459,11 +502,16 @@ class TopPrior(_GatedPixelCNN):
                          num_attention_blocks, num_heads, conditional=False, **kwargs)
 
     def build(self, input_shape=None):
-        self.call(tf.zeros((1, self.height, self.width), tf.int32))
+        self.call(self._build_inputs(top=tf.zeros((1, self.height, self.width), tf.int32)))
+
+    def target_codes(self, inputs):
+        """The code map [B, H, W] this prior models, from its inputs."""
+        if isinstance(inputs, dict):  # {"top" (or "bottom" for a single-level model), optional "position"}
+            return inputs["top"] if "top" in inputs else inputs["bottom"]
+        return inputs[0] if isinstance(inputs, (tuple, list)) else inputs
 
     def _split(self, inputs):
-        codes = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
-        return codes, None
+        return self.target_codes(inputs), None, inputs.get("position") if isinstance(inputs, dict) else None
 
 
 @_REGISTER
@@ -481,6 +529,8 @@ class BottomPrior(_GatedPixelCNN):
         top_num_embeddings (int): top codebook size.
         num_conditioning_layers (int, 4): residual blocks of the conditioning stack.
         hidden_channels, num_layers, kernel_size, dropout, num_attention_blocks (0), num_heads: sizes.
+        num_positions, position_frequencies: slice-position conditioning as in ``TopPrior`` (inputs
+            ``{"bottom", "top", "position"}``).
     """
 
     def __init__(self, num_embeddings: int, height: int, width: int, top_num_embeddings: int | None = None,
@@ -496,15 +546,19 @@ class BottomPrior(_GatedPixelCNN):
                                               name="conditioning")
 
     def build(self, input_shape=None):
-        self.call((tf.zeros((1, self.height, self.width), tf.int32),
-                   tf.zeros((1, self.height // 2, self.width // 2), tf.int32)))
+        self.call(self._build_inputs(bottom=tf.zeros((1, self.height, self.width), tf.int32),
+                                     top=tf.zeros((1, self.height // 2, self.width // 2), tf.int32)))
+
+    def target_codes(self, inputs):
+        """The bottom code map [B, H, W], from the inputs."""
+        return inputs["bottom"] if isinstance(inputs, dict) else inputs[0]
 
     def _split(self, inputs):
         if isinstance(inputs, dict):
-            return inputs["bottom"], self.conditioning(inputs["top"])
+            return inputs["bottom"], self.conditioning(inputs["top"]), inputs.get("position")
         if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
-            raise ValueError("BottomPrior takes (bottom_codes, top_codes)")
-        return inputs[0], self.conditioning(inputs[1])
+            raise ValueError("BottomPrior takes (bottom_codes, top_codes) or {'bottom', 'top', 'position'}")
+        return inputs[0], self.conditioning(inputs[1]), None
 
     def get_config(self):
         config = super().get_config()
@@ -514,21 +568,24 @@ class BottomPrior(_GatedPixelCNN):
 
 
 def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bottom_grid: int,
-                conditional: bool = True):
+                conditional: bool = True, position_frequencies: list[float] | None = None):
     """A built ``TopPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes.
 
     ``conditional=False`` gives the bottom map of a single-level VQ-VAE an unconditional prior (a
-    ``TopPrior`` over the bottom grid).
+    ``TopPrior`` over the bottom grid). ``position_frequencies`` (one per axial slice position, from
+    the training codes) make the prior conditioned on slice position.
     """
+    positions = {"num_positions": len(position_frequencies), "position_frequencies": list(position_frequencies)} \
+        if position_frequencies else {}
     if level == "top" or (level == "bottom" and not conditional):
         grid = top_grid if level == "top" else bottom_grid
         model = TopPrior(num_embeddings, grid, grid, prior_config.hidden_channels, prior_config.num_layers,
                          prior_config.kernel_size, prior_config.dropout, prior_config.num_attention_blocks,
-                         prior_config.num_heads)
+                         prior_config.num_heads, **positions)
     elif level == "bottom":
         model = BottomPrior(num_embeddings, bottom_grid, bottom_grid, num_embeddings, prior_config.hidden_channels,
                             prior_config.num_layers, prior_config.kernel_size, prior_config.dropout,
-                            prior_config.num_conditioning_layers, 0, prior_config.num_heads)
+                            prior_config.num_conditioning_layers, 0, prior_config.num_heads, **positions)
     else:
         raise ValueError(f"level must be 'top' or 'bottom', got {level!r}")
     model.build()

@@ -317,16 +317,18 @@ def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temper
                                vqvae=models["vqvae"])
 
     def sample(temp):
-        return sampling.generate_from(models, num_samples, temp, 0, seed, "cached", batch_size, progress)["images"]
+        generated = sampling.generate_from(models, num_samples, temp, 0, seed, "cached", batch_size, progress)
+        return generated["images"], generated["position"]
 
-    samples = sample(temperature)
-    scores, details = score_samples(samples, reference, settings)
+    samples, positions = sample(temperature)
+    scores, details = score_samples(samples, reference, settings, positions)
     results = {"run_dir": run.path, "samples_dir": None, "prior": prior, "levels": models["vqvae"].levels,
                "data_dir": reference.data_dir, "split": split, "synthetic_data": reference.synthetic,
                "temperature": temperature, "seed": seed, **scores}
     sweep = []
     for temp in temperatures:
-        sweep_scores, _ = score_samples(sample(temp), reference, settings)
+        sweep_images, sweep_positions = sample(temp)
+        sweep_scores, _ = score_samples(sweep_images, reference, settings, sweep_positions)
         sweep.append({"temperature": temp, **sweep_scores})
     results["seconds"] = round(time.perf_counter() - start, 1)
     results = _write(results, details["samples"], reference, details, out, sweep)

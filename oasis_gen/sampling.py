@@ -71,19 +71,20 @@ class NaiveSampler:
         self._functions = {}
 
     def __call__(self, batch_size: int, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                 chunk: int = 0, positions: int | None = None):
-        """Codes [B, H, W] int32; only the first ``positions`` are sampled when given (for timing)."""
+                 chunk: int = 0, positions: int | None = None, slice_positions=None):
+        """Codes [B, H, W] int32; only the first ``positions`` are sampled when given (for timing).
+        ``slice_positions`` int [B]: the axial positions of a position-conditioned prior."""
         prior = self.prior
         key = (batch_size, float(temperature), int(top_k))
         if key not in self._functions:
             height, width = prior.height, prior.width
 
             @tf.function
-            def run(condition_codes, noise, count):
+            def run(condition_codes, noise, count, slice_position):
                 codes = tf.zeros((batch_size, height, width), tf.int32)
                 for position in tf.range(count):
                     row, column = position // width, position % width
-                    inputs = codes if condition_codes is None else (codes, condition_codes)
+                    inputs = _prior_inputs(prior, codes, condition_codes, slice_position)
                     logits = prior(inputs, training=False)[:, row, column]
                     chosen = choose_codes(logits, temperature, top_k, noise[position])
                     index = tf.stack([tf.range(batch_size), tf.fill([batch_size], row),
@@ -94,8 +95,18 @@ class NaiveSampler:
             self._functions[key] = run
         count = prior.height * prior.width if positions is None else positions
         condition = None if condition is None else tf.convert_to_tensor(condition, tf.int32)
+        slice_positions = None if slice_positions is None else tf.convert_to_tensor(slice_positions, tf.int32)
         noise = gumbel_noise(batch_size, prior.height * prior.width, prior.num_embeddings, seed, chunk)
-        return self._functions[key](condition, noise, tf.constant(count))
+        return self._functions[key](condition, noise, tf.constant(count), slice_positions)
+
+
+def _prior_inputs(prior, codes, condition_codes, slice_position):
+    """The prior's inputs for a whole grid: codes, the top codes (bottom prior), the slice position."""
+    if slice_position is None:
+        return codes if condition_codes is None else (codes, condition_codes)
+    if condition_codes is None:
+        return {"top": codes, "position": slice_position}
+    return {"bottom": codes, "top": condition_codes, "position": slice_position}
 
 
 def _set_column(rows, column, values):
@@ -136,7 +147,7 @@ class CachedSampler:
                        for a in prior.attention],
         }
 
-    def _advance_vertical(self, state, row, condition_features):
+    def _advance_vertical(self, state, row, condition_features, position_biases):
         """Runs the vertical stacks over the finished row ``row`` (before sampling row + 1)."""
         prior, half = self.prior, self.half
         v = prior.embedding(tf.gather(state["codes"], row, axis=1))  # [B, W, C]
@@ -148,6 +159,8 @@ class CachedSampler:
             if block.conditional:
                 features = features + block.condition_vertical(
                     tf.gather(condition_features, [row], axis=1))[:, 0]
+            if position_biases is not None:
+                features = features + position_biases[index][0][:, tf.newaxis]
             windows.append(window)
             previous.append(features)
             v = _gate(features)
@@ -155,7 +168,7 @@ class CachedSampler:
                     embedded_row=tf.zeros_like(state["embedded_row"]),
                     horizontal_rows=[tf.zeros_like(r) for r in state["horizontal_rows"]])
 
-    def _step(self, state, row, column, condition_features):
+    def _step(self, state, row, column, condition_features, position_biases):
         """Logits [B, K] at (row, column) from the caches, and the caches updated with this position."""
         prior, half = self.prior, self.half
         position = row * prior.width + column
@@ -173,6 +186,8 @@ class CachedSampler:
             if block.conditional:
                 features = features + block.condition_horizontal(
                     tf.slice(condition_features, [0, row, column, 0], [-1, 1, 1, -1]))
+            if position_biases is not None:
+                features = features + position_biases[index][1][:, tf.newaxis, tf.newaxis]
             gated = _gate(features)
             out = block.horizontal_out(gated)
             if index > 0:
@@ -192,22 +207,26 @@ class CachedSampler:
         logits = prior._head(skip + h_current)[:, 0, 0]
         return logits, dict(state, horizontal_rows=horizontal_rows, keys=keys, values=values)
 
-    def __call__(self, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0, chunk: int = 0):
-        """Codes [B, H, W] int32 for one batch."""
+    def __call__(self, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0, chunk: int = 0,
+                 slice_positions=None):
+        """Codes [B, H, W] int32 for one batch (``slice_positions`` int [B] for a position-conditioned prior)."""
         prior, half, batch = self.prior, self.half, self.batch_size
         key = (float(temperature), int(top_k))
         if key not in self._functions:
 
             @tf.function(jit_compile=self.jit_compile)
-            def run(condition_codes, noise):
+            def run(condition_codes, noise, slice_position):
                 condition_features = None if condition_codes is None else prior.conditioning(condition_codes)
+                # each block's (vertical, horizontal) position bias, constant over the grid
+                biases = None if slice_position is None else [block.position_bias(slice_position)
+                                                              for block in prior.blocks]
 
                 def body(position, state):
                     row, column = position // prior.width, position % prior.width
                     state = tf.cond(tf.logical_and(column == 0, row > 0),
-                                    lambda: self._advance_vertical(state, row - 1, condition_features),
+                                    lambda: self._advance_vertical(state, row - 1, condition_features, biases),
                                     lambda: state)
-                    logits, state = self._step(state, row, column, condition_features)
+                    logits, state = self._step(state, row, column, condition_features, biases)
                     chosen = choose_codes(logits, temperature, top_k, tf.gather(noise, position))
                     index = tf.stack([tf.range(batch), tf.fill([batch], row), tf.fill([batch], column)], axis=1)
                     codes = tf.tensor_scatter_nd_update(state["codes"], index, chosen)
@@ -220,8 +239,9 @@ class CachedSampler:
 
             self._functions[key] = run
         condition = None if condition is None else tf.convert_to_tensor(condition, tf.int32)
+        slice_positions = None if slice_positions is None else tf.convert_to_tensor(slice_positions, tf.int32)
         noise = gumbel_noise(batch, prior.height * prior.width, prior.num_embeddings, seed, chunk)
-        return self._functions[key](condition, noise)
+        return self._functions[key](condition, noise, slice_positions)
 
 
 def _scatter_position(cache, position, update):
@@ -229,6 +249,28 @@ def _scatter_position(cache, position, update):
     moved = tf.transpose(cache, [2, 0, 1, 3])  # [L, B, heads, d]
     moved = tf.tensor_scatter_nd_update(moved, tf.reshape(position, [1, 1]), tf.transpose(update, [2, 0, 1, 3]))
     return tf.transpose(moved, [1, 2, 0, 3])
+
+
+def _padded(values, size: int) -> np.ndarray:
+    """int32 ``values`` padded to ``size`` rows by repeating the last (the compiled batch size)."""
+    values = np.asarray(values, np.int32)
+    return values if len(values) == size else np.concatenate([values, np.repeat(values[-1:], size - len(values), 0)])
+
+
+def _check_positions(prior, slice_positions, num_samples: int):
+    if prior.num_positions == 0:
+        if slice_positions is not None:
+            raise ValueError("this prior was trained without slice positions; sample it without them")
+        return None
+    if slice_positions is None:
+        raise ValueError(f"this prior is conditioned on the slice position: pass {num_samples} positions in "
+                         f"0..{prior.num_positions - 1}")
+    slice_positions = np.asarray(slice_positions, np.int32).reshape(-1)
+    if len(slice_positions) != num_samples or slice_positions.min(initial=0) < 0 or \
+            slice_positions.max(initial=0) >= prior.num_positions:
+        raise ValueError(f"expected {num_samples} slice positions in 0..{prior.num_positions - 1}, got "
+                         f"{slice_positions.tolist()}")
+    return slice_positions
 
 
 class PriorSampler:
@@ -251,13 +293,16 @@ class PriorSampler:
         self._sampler = CachedSampler(prior, batch_size) if method == "cached" else NaiveSampler(prior)
 
     def __call__(self, num_samples: int, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                 progress=None) -> np.ndarray:
-        """Codes [num_samples, H, W] int32. ``condition``: top codes [num_samples, H/2, W/2] for the bottom prior.
+                 progress=None, slice_positions=None) -> np.ndarray:
+        """Codes [num_samples, H, W] int32. ``condition``: top codes [num_samples, H/2, W/2] for the bottom prior;
+        ``slice_positions``: int [num_samples] axial positions, for a position-conditioned prior.
 
         Raises:
-            ValueError: for a negative temperature, a bad ``top_k`` or a missing/extra condition.
+            ValueError: for a negative temperature, a bad ``top_k``, a missing/extra condition, or
+                positions missing, given to an unconditioned prior, or out of range.
         """
         _check_prior(self.prior, condition)
+        slice_positions = _check_positions(self.prior, slice_positions, num_samples)
         if temperature < 0 or not math.isfinite(temperature):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_k < 0 or top_k > self.prior.num_embeddings:
@@ -265,40 +310,59 @@ class PriorSampler:
         outputs = []
         for chunk, start in enumerate(range(0, num_samples, self.batch_size)):
             count = min(self.batch_size, num_samples - start)
-            batch_condition = None
-            if condition is not None:
-                batch_condition = np.asarray(condition[start:start + count], np.int32)
-                if count < self.batch_size:  # pad the last chunk to the compiled batch size
-                    batch_condition = np.concatenate(
-                        [batch_condition, np.repeat(batch_condition[-1:], self.batch_size - count, axis=0)])
+            batch_condition, batch_positions = (None if values is None else _padded(values[start:start + count],
+                                                                                     self.batch_size)
+                                                for values in (condition, slice_positions))
             if self.method == "cached":
-                codes = self._sampler(batch_condition, temperature, top_k, seed, chunk)
+                codes = self._sampler(batch_condition, temperature, top_k, seed, chunk, batch_positions)
             else:
-                codes = self._sampler(self.batch_size, batch_condition, temperature, top_k, seed, chunk)
+                codes = self._sampler(self.batch_size, batch_condition, temperature, top_k, seed, chunk,
+                                      slice_positions=batch_positions)
             outputs.append(codes.numpy()[:count])
             if progress is not None:
                 progress.update(count)
         return np.concatenate(outputs) if outputs else np.zeros((0, self.prior.height, self.prior.width), np.int32)
 
 
+def draw_positions(prior, num_samples: int, seed: int = 0) -> np.ndarray:
+    """Axial positions int32 [num_samples] drawn from how often each occurred in the prior's training data."""
+    frequencies = np.asarray(prior.position_frequencies, np.float64)
+    rng = np.random.default_rng([seed, 7919])  # a stream of its own, apart from the samplers' noise
+    return rng.choice(len(frequencies), size=num_samples, p=frequencies / frequencies.sum()).astype(np.int32)
+
+
 def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature: float = 1.0, top_k: int = 0,
-             seed: int = 0, method: str = "cached", batch_size: int = 8, progress: bool = True) -> dict:
+             seed: int = 0, method: str = "cached", batch_size: int = 8, progress: bool = True,
+             slice_positions=None) -> dict:
     """New slices: top codes from the top prior, bottom codes from the bottom prior given them, then decoding.
 
     For a single-level VQ-VAE pass ``top_prior=None``: the bottom prior is then unconditional.
+    Position-conditioned priors generate the slices at ``slice_positions`` (int [N]); without them,
+    positions are drawn from the training data's distribution (``draw_positions``).
 
     Returns:
-        ``{"images": float32 [N, S, S, 1] in [0, 1], "top": int32 [N, h, w] or None, "bottom": int32 [N, 2h, 2w]}``.
+        ``{"images": float32 [N, S, S, 1] in [0, 1], "top": int32 [N, h, w] or None, "bottom": int32 [N, 2h, 2w],
+        "position": int32 [N] or None}``.
     """
     from tqdm.auto import tqdm
 
+    conditioned = [prior for prior in (top_prior, bottom_prior) if prior is not None and prior.num_positions]
+    if conditioned and slice_positions is None:
+        slice_positions = draw_positions(conditioned[0], num_samples, seed)
+    if not conditioned and slice_positions is not None:
+        raise ValueError("these priors were trained without slice positions: --slice_index does not apply")
     levels = 1 if top_prior is None else 2
     with tqdm(total=levels * num_samples, desc=f"sampling ({method})", disable=not progress) as bar:
         top = None
         if top_prior is not None:
-            top = PriorSampler(top_prior, method, batch_size)(num_samples, None, temperature, top_k, seed, bar)
-        bottom = PriorSampler(bottom_prior, method, batch_size)(num_samples, top, temperature, top_k, seed + 1, bar)
-    return {"images": decode_in_batches(vqvae, top, bottom, batch_size), "top": top, "bottom": bottom}
+            top = PriorSampler(top_prior, method, batch_size)(
+                num_samples, None, temperature, top_k, seed, bar,
+                slice_positions if top_prior.num_positions else None)
+        bottom = PriorSampler(bottom_prior, method, batch_size)(
+            num_samples, top, temperature, top_k, seed + 1, bar,
+            slice_positions if bottom_prior.num_positions else None)
+    return {"images": decode_in_batches(vqvae, top, bottom, batch_size), "top": top, "bottom": bottom,
+            "position": None if slice_positions is None else np.asarray(slice_positions, np.int32)}
 
 
 def decode_in_batches(vqvae, top, bottom, batch_size: int = 8) -> np.ndarray:
@@ -311,11 +375,14 @@ def decode_in_batches(vqvae, top, bottom, batch_size: int = 8) -> np.ndarray:
 
 
 def generate_from(models: dict, num_samples: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                  method: str = "cached", batch_size: int = 8, progress: bool = True) -> dict:
+                  method: str = "cached", batch_size: int = 8, progress: bool = True, slice_positions=None) -> dict:
     """``generate`` with the models ``load_models`` returns: the PixelCNN priors, or the DCGAN prior
-    when ``models["dcgan"]`` is set (temperature, ``top_k`` and ``method`` then do not apply)."""
+    when ``models["dcgan"]`` is set (temperature, ``top_k``, ``method`` and positions then do not apply)."""
     if models.get("dcgan") is not None:
+        if slice_positions is not None:
+            raise ValueError("the DCGAN prior takes no slice position")
         codes = models["dcgan"].sample_codes(num_samples, seed)
-        return {"images": decode_in_batches(models["vqvae"], None, codes, batch_size), "top": None, "bottom": codes}
+        return {"images": decode_in_batches(models["vqvae"], None, codes, batch_size), "top": None, "bottom": codes,
+                "position": None}
     return generate(models["vqvae"], models["top"], models["bottom"], num_samples, temperature, top_k, seed, method,
-                    batch_size, progress)
+                    batch_size, progress, slice_positions)

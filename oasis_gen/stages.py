@@ -214,15 +214,18 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     if len(splits["train"]["bottom"]) < train_cfg.batch_size:
         raise data.DataError(f"{len(splits['train']['bottom'])} training code maps are fewer than batch_size "
                              f"{train_cfg.batch_size}")
+    frequencies = codes_lib.position_frequencies(splits["train"]) if prior_cfg.condition_on_position else None
+    with_position = frequencies is not None
+
     def train_stream(step):
         return codes_lib.code_dataset(splits["train"], level, train_cfg.batch_size, training=True,
-                                      seed=train_cfg.seed, start_step=step)
+                                      seed=train_cfg.seed, start_step=step, with_position=with_position)
 
-    val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size)
+    val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size, with_position=with_position)
     fitted = training.fit_stage(
         f"the {level} prior", folder,
         lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid,
-                            conditional=vqvae.levels == 2),
+                            conditional=vqvae.levels == 2, position_frequencies=frequencies),
         train_stream, val_ds, train_cfg, monitor="val_bits_per_code", mode="min",
         steps_per_epoch=train_cfg.steps_per_epoch or len(splits["train"]["bottom"]) // train_cfg.batch_size,
         force=force,
@@ -233,8 +236,8 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
                "uniform_bits_per_code": float(np.log2(num_embeddings)), **fitted,
                "synthetic_data": _slices(run).synthetic, "nll_bits_per_code": {}, "accuracy": {}}
     for split in data.SPLITS:
-        values = best.evaluate(codes_lib.code_dataset(splits[split], level, train_cfg.batch_size), verbose=0,
-                               return_dict=True)
+        values = best.evaluate(codes_lib.code_dataset(splits[split], level, train_cfg.batch_size,
+                                                      with_position=with_position), verbose=0, return_dict=True)
         results["nll_bits_per_code"][split] = float(values["bits_per_code"])
         results["accuracy"][split] = float(values["accuracy"])
     nll = results["nll_bits_per_code"]

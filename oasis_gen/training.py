@@ -320,8 +320,10 @@ def plot_history(history_path: str, plot_path: str, panels: list[tuple[str, list
     plt.close(figure)
 
 
-def image_grid(rows: list[np.ndarray], path: str, titles: list[str] | None = None, label: str = "") -> None:
-    """Saves rows of [N, H, W, 1] images in [0, 1] as one grayscale grid PNG (``label`` as the title)."""
+def image_grid(rows: list[np.ndarray], path: str, titles: list[str] | None = None, label: str = "",
+               captions: list[list[str]] | None = None) -> None:
+    """Saves rows of [N, H, W, 1] images in [0, 1] as one grayscale grid PNG (``label`` as the title,
+    ``titles`` one per row, ``captions`` one per image)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,6 +337,8 @@ def image_grid(rows: list[np.ndarray], path: str, titles: list[str] | None = Non
             axis.axis("off")
             if c < len(row):
                 axis.imshow(np.clip(row[c][..., 0], 0, 1), cmap="gray", vmin=0, vmax=1)
+                if captions:
+                    axis.set_title(captions[r][c], fontsize=7)
         if titles:
             axes[r][0].set_title(titles[r], fontsize=8, loc="left")
     if label:

@@ -25,7 +25,12 @@ REQUIRED_STAGES = ("vqvae", "prior_top", "prior_bottom")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python generate.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True, help="a run directory with trained vqvae and priors")
-    parser.add_argument("--num_samples", type=int, default=16)
+    parser.add_argument("--num_samples", type=int, default=16,
+                        help="slices to generate (with a --slice_index range: one per position, so this is ignored)")
+    parser.add_argument("--slice_index", default=None,
+                        help="axial position(s) for priors trained with positions: 12 (every sample there) or a range "
+                             "0:32 (one sample per position, in order: a whole synthetic stack); default: drawn "
+                             "from the training data")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
     parser.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest codes (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="same seed and batch size, same brains")
@@ -35,7 +40,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="which trained prior samples the codes (dcgan: a single-level run's DCGAN baseline)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
     parser.add_argument("--gif", action="store_true", help="also write an animation of the sampling")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.slice_positions = parse_slice_index(args.slice_index, args.num_samples)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.slice_positions is not None:
+        args.num_samples = len(args.slice_positions)
+    return args
+
+
+def parse_slice_index(text: str | None, num_samples: int) -> np.ndarray | None:
+    """Positions int32 [N] from ``--slice_index``: ``"12"`` repeats 12 ``num_samples`` times; ``"0:32"`` (or
+    ``"0:32:4"``) is a range, one sample per position; None stays None.
+
+    Raises:
+        ValueError: text that is neither an integer nor a non-empty range of non-negative integers.
+    """
+    if text is None:
+        return None
+    try:
+        parts = [int(part) for part in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1 and parts[0] >= 0:
+        return np.full(num_samples, parts[0], np.int32)
+    if 2 <= len(parts) <= 3 and min(parts[:2]) >= 0 and len(range(*parts)) > 0:
+        return np.arange(*parts, dtype=np.int32)
+    raise ValueError(f"--slice_index takes a position like 12 or a range like 0:32, got {text!r}")
 
 
 PRIORS = ("pixelcnn", "dcgan")
@@ -95,8 +127,12 @@ def write_gif(path: str, image: np.ndarray, bottom_codes: np.ndarray, num_embedd
 
 def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
                    batch_size: int = 8, method: str = "cached", out: str | None = None, gif: bool = False,
-                   progress: bool = True, prior: str = "pixelcnn") -> dict:
-    """Generates ``num_samples`` slices from a run and writes them to ``out``; returns a summary."""
+                   progress: bool = True, prior: str = "pixelcnn", slice_positions=None) -> dict:
+    """Generates ``num_samples`` slices from a run and writes them to ``out``; returns a summary.
+
+    With position-conditioned priors the slices are made at ``slice_positions`` (int [N]; default:
+    drawn from the training data) and their file names carry the position (``sample_003_slice_12.png``).
+    """
     import imageio.v3 as iio
 
     from oasis_gen import codes as codes_lib
@@ -110,28 +146,33 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     out = os.path.abspath(out or os.path.join(run.path, "samples" if prior == "pixelcnn" else f"samples_{prior}"))
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-    result = sampling.generate_from(models, num_samples, temperature, top_k, seed, method, batch_size, progress)
+    result = sampling.generate_from(models, num_samples, temperature, top_k, seed, method, batch_size, progress,
+                                    slice_positions)
     seconds = time.perf_counter() - start
-    images = result["images"]
-    names = [f"sample_{index:03d}.png" for index in range(num_samples)]
+    images, positions = result["images"], result["position"]
+    names = [f"sample_{index:03d}.png" if positions is None else f"sample_{index:03d}_slice_{positions[index]}.png"
+             for index in range(num_samples)]
     for name, image in zip(names, images):
         with atomic_path(os.path.join(out, name), suffix=".png") as temporary:
             iio.imwrite(temporary, (np.clip(image[..., 0], 0, 1) * 255).round().astype(np.uint8), extension=".png")
     codes_lib.save_codes(os.path.join(out, "codes.npz"), {
         "top": result["top"], "bottom": result["bottom"],
-        "files": np.asarray(names)})
+        "files": np.asarray(names), "position": positions})
     synthetic = pipeline.read_json(os.path.join(run.path, "vqvae", "metrics.json")).get("synthetic_data", False)
     columns = min(8, num_samples)
     rows = [images[i:i + columns] for i in range(0, num_samples, columns)]
     label = (f"generated slices ({prior} prior), temperature {temperature}, seed {seed}"
              + (" - model trained on SYNTHETIC phantom data" if synthetic else ""))
-    training.image_grid(rows, os.path.join(out, "grid.png"), label=label)
+    captions = None if positions is None else [[f"slice {p}" for p in positions[i:i + columns]]
+                                               for i in range(0, num_samples, columns)]
+    training.image_grid(rows, os.path.join(out, "grid.png"), label=label, captions=captions)
     if gif:
         write_gif(os.path.join(out, "sampling.gif"), images[0], result["bottom"][0], models["vqvae"].num_embeddings)
     summary = {"prior": prior, "num_samples": num_samples, "temperature": temperature, "top_k": top_k, "seed": seed,
                "method": method, "batch_size": batch_size, "seconds": round(seconds, 2),
                "seconds_per_brain": round(seconds / num_samples, 3), "out": out,
-               "trained_on_synthetic_data": synthetic}
+               "trained_on_synthetic_data": synthetic,
+               "slice_positions": None if positions is None else positions.tolist()}
     atomic_write_json(os.path.join(out, "generation.json"), {**summary, "files": names})
     return summary
 
@@ -142,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         summary = run_generation(args.run_dir, args.num_samples, args.temperature, args.top_k, args.seed,
-                                 args.batch_size, args.method, args.out, args.gif, prior=args.prior)
+                                 args.batch_size, args.method, args.out, args.gif, prior=args.prior,
+                                 slice_positions=args.slice_positions)
     except (pipeline.RunError, DataError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
