@@ -191,7 +191,8 @@ def bench_prior(preset_name: str, level: str, batch_size: int, steps: int = 20, 
 
     cfg = config.preset(preset_name)
     precision = training.resolve_precision(precision)
-    top_grid, bottom_grid = cfg.data.image_size // 8, cfg.data.image_size // 4
+    bottom_grid = cfg.data.image_size // 4
+    top_grid = bottom_grid // cfg.vqvae.top_downsample
     rng = np.random.default_rng(0)
     count = batch_size * 4
     top = rng.integers(0, cfg.vqvae.num_embeddings, (count, top_grid, top_grid)).astype(np.int32)

@@ -92,8 +92,10 @@ def load_codes(path: str, num_embeddings: int | None = None) -> dict:
         raise ValueError(f"{path}: expected bottom [N, h, w] with N file names, got {bottom.shape} and "
                          f"{len(codes['files'])} names")
     top = codes.get("top")
-    if top is not None and (top.ndim != 3 or len(top) != len(bottom) or bottom.shape[1] != 2 * top.shape[1]):
-        raise ValueError(f"{path}: expected top [N, h, w] and bottom [N, 2h, 2w], got {top.shape} and {bottom.shape}")
+    if top is not None and (top.ndim != 3 or len(top) != len(bottom) or bottom.shape[1] not in (2 * top.shape[1],
+                                                                                               4 * top.shape[1])):
+        raise ValueError(f"{path}: expected top [N, h, w] and bottom [N, 2h, 2w] or [N, 4h, 4w], got {top.shape} "
+                         f"and {bottom.shape}")
     if num_embeddings is not None:
         for name, values in codes.items():
             if name in ("files", "position"):

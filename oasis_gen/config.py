@@ -72,6 +72,8 @@ class VQVAEConfig:
     data_variance: float = _field(0.0, "variance of training pixels for the loss (0: measured from the data)")
     levels: int = _field(2, "code levels: 2 for VQ-VAE-2 (32x32 top + 64x64 bottom), 1 for a single 64x64 map "
                             "(the single-level VQ-VAE baseline)", choices=(1, 2))
+    top_downsample: int = _field(2, "the top code map is the bottom map downsampled x2 (32x32 for 256x256 slices) "
+                                    "or x4 (16x16)", choices=(2, 4))
 
 
 @dataclasses.dataclass
@@ -107,7 +109,11 @@ class TrainConfig:
     batch_size: int = _field(16, "global batch size")
     epochs: int = _field(10, "passes over the training split")
     steps_per_epoch: int = _field(0, "steps per epoch (0: one pass over the training split)")
-    learning_rate: float = _field(3e-4, "Adam learning rate")
+    learning_rate: float = _field(3e-4, "Adam learning rate (the peak, with the cosine schedule)")
+    lr_schedule: str = _field("cosine", "learning-rate schedule over epochs x steps_per_epoch: linear warm-up then "
+                                        "cosine decay to zero, or constant", choices=("cosine", "constant"))
+    warmup_steps: int = _field(200, "linear warm-up steps of the cosine schedule (at most half the run)")
+    clip_norm: float = _field(1.0, "clip gradients to this global norm (0: no clipping); the DCGAN is not clipped")
     seed: int = _field(0, "seed of weights, shuffling and dropout")
     jit_compile: bool = _field(False, "compile train steps with XLA (measured slower on CPU; try on GPU)")
     precision: str = _field(
@@ -173,8 +179,10 @@ def _section_from_dict(section_type: type, values: dict, section: str) -> Any:
         raise ValueError(f"config section {section!r} must be an object, got {type(values).__name__}")
     values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS.get(section, ())}
     if section_type is TrainConfig and "mixed_precision" in values:
-        # before `precision` there was a float16 switch; a stored run keeps the precision it trained with
+        # a run stored before precision, schedules and clipping existed keeps training as it began
         values.setdefault("precision", "mixed_float16" if values.pop("mixed_precision") else "float32")
+        values.setdefault("lr_schedule", "constant")
+        values.setdefault("clip_norm", 0.0)
     known = {f.name for f in dataclasses.fields(section_type)}
     unknown = set(values) - known
     if unknown:

@@ -318,24 +318,29 @@ class CausalSelfAttention(keras.layers.Layer):
 
 @_REGISTER
 class ConditioningStack(keras.layers.Layer):
-    """Top codes -> features at the bottom grid: embedding, residual 3x3 blocks, x2 transposed-conv upsampling.
+    """Top codes -> features at the bottom grid: embedding, residual 3x3 blocks, transposed-conv upsampling.
 
     Args:
         num_embeddings (int): top codebook size.
         channels (int): feature channels.
         num_layers (int): residual blocks.
+        upsample (int, 2): bottom grid over top grid (2, or 4 for a 16x16 top map under a 64x64 bottom).
     """
 
-    def __init__(self, num_embeddings: int, channels: int, num_layers: int, **kwargs):
+    def __init__(self, num_embeddings: int, channels: int, num_layers: int, upsample: int = 2, **kwargs):
         super().__init__(**kwargs)
+        if upsample not in (2, 4):
+            raise ValueError(f"upsample must be 2 or 4, got {upsample}")
         self.num_embeddings = num_embeddings
         self.channels = channels
         self.num_layers = num_layers
+        self.upsample_factor = upsample
         self.embedding = keras.layers.Embedding(num_embeddings, channels, name="embedding")
         self.blocks = [(keras.layers.Conv2D(channels, 3, padding="same", name=f"res{i}_a"),
                         keras.layers.Conv2D(channels, 3, padding="same", name=f"res{i}_b"))
                        for i in range(num_layers)]
-        self.upsample = keras.layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="upsample")
+        self.upsample = keras.layers.Conv2DTranspose(channels, 2 * upsample, strides=upsample, padding="same",
+                                                     name="upsample")
 
     def build(self, input_shape):
         shape = tuple(input_shape) + (self.channels,)
@@ -354,7 +359,7 @@ class ConditioningStack(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"num_embeddings": self.num_embeddings, "channels": self.channels,
-                       "num_layers": self.num_layers})
+                       "num_layers": self.num_layers, "upsample": self.upsample_factor})
         return config
 
 
@@ -387,7 +392,7 @@ class _GatedPixelCNN(keras.Model):
         self.num_positions = num_positions
         # how often each position occurs in the training data: positions to sample when none is asked for
         self.position_frequencies = (list(position_frequencies) if position_frequencies is not None
-                                     else [1.0 / num_positions] * num_positions)
+                                     else [1.0 / num_positions] * num_positions if num_positions else [])
         self.embedding = keras.layers.Embedding(num_embeddings, hidden_channels, name="code_embedding")
         self.blocks = [GatedBlock(hidden_channels, kernel_size, dropout, first=(i == 0), conditional=conditional,
                                   seed=i, num_positions=num_positions, name=f"gated_{i}") for i in range(num_layers)]
@@ -518,14 +523,15 @@ class TopPrior(_GatedPixelCNN):
 class BottomPrior(_GatedPixelCNN):
     """Gated PixelCNN over the bottom code map, conditioned on the top code map.
 
-    Inputs are ``(bottom_codes [B, H, W], top_codes [B, H/2, W/2])``; the top codes pass through a
-    residual ``ConditioningStack`` and a x2 upsampling, and the result is added inside every gated
+    Inputs are ``(bottom_codes [B, H, W], top_codes [B, H/f, W/f])`` with ``f = top_factor`` (2 or 4);
+    the top codes pass through a residual ``ConditioningStack`` and a x``f`` upsampling, and the result is added inside every gated
     block. Example: ``BottomPrior(512, 64, 64, top_num_embeddings=512)((bottom, top))`` gives logits
     [B, 64, 64, 512].
 
     Args:
         num_embeddings (int): bottom codebook size.
-        height, width (int): bottom grid (twice the top grid).
+        height, width (int): bottom grid (``top_factor`` times the top grid).
+        top_factor (int, 2): bottom grid over top grid.
         top_num_embeddings (int): top codebook size.
         num_conditioning_layers (int, 4): residual blocks of the conditioning stack.
         hidden_channels, num_layers, kernel_size, dropout, num_attention_blocks (0), num_heads: sizes.
@@ -535,19 +541,22 @@ class BottomPrior(_GatedPixelCNN):
 
     def __init__(self, num_embeddings: int, height: int, width: int, top_num_embeddings: int | None = None,
                  hidden_channels: int = 128, num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1,
-                 num_conditioning_layers: int = 4, num_attention_blocks: int = 0, num_heads: int = 4, **kwargs):
+                 num_conditioning_layers: int = 4, num_attention_blocks: int = 0, num_heads: int = 4,
+                 top_factor: int = 2, **kwargs):
         super().__init__(num_embeddings, height, width, hidden_channels, num_layers, kernel_size, dropout,
                          num_attention_blocks, num_heads, conditional=True, **kwargs)
-        if height % 2 or width % 2:
-            raise ValueError(f"the bottom grid must be twice the top grid, got {height}x{width}")
+        if height % top_factor or width % top_factor:
+            raise ValueError(f"the bottom grid must be {top_factor} times the top grid, got {height}x{width}")
         self.top_num_embeddings = top_num_embeddings or num_embeddings
         self.num_conditioning_layers = num_conditioning_layers
+        self.top_factor = top_factor
         self.conditioning = ConditioningStack(self.top_num_embeddings, hidden_channels, num_conditioning_layers,
-                                              name="conditioning")
+                                              upsample=top_factor, name="conditioning")
 
     def build(self, input_shape=None):
         self.call(self._build_inputs(bottom=tf.zeros((1, self.height, self.width), tf.int32),
-                                     top=tf.zeros((1, self.height // 2, self.width // 2), tf.int32)))
+                                     top=tf.zeros((1, self.height // self.top_factor, self.width // self.top_factor),
+                                                  tf.int32)))
 
     def target_codes(self, inputs):
         """The bottom code map [B, H, W], from the inputs."""
@@ -563,7 +572,7 @@ class BottomPrior(_GatedPixelCNN):
     def get_config(self):
         config = super().get_config()
         config.update({"top_num_embeddings": self.top_num_embeddings,
-                       "num_conditioning_layers": self.num_conditioning_layers})
+                       "num_conditioning_layers": self.num_conditioning_layers, "top_factor": self.top_factor})
         return config
 
 
@@ -585,7 +594,8 @@ def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bo
     elif level == "bottom":
         model = BottomPrior(num_embeddings, bottom_grid, bottom_grid, num_embeddings, prior_config.hidden_channels,
                             prior_config.num_layers, prior_config.kernel_size, prior_config.dropout,
-                            prior_config.num_conditioning_layers, 0, prior_config.num_heads, **positions)
+                            prior_config.num_conditioning_layers, 0, prior_config.num_heads,
+                            top_factor=bottom_grid // top_grid, **positions)
     else:
         raise ValueError(f"level must be 'top' or 'bottom', got {level!r}")
     model.build()

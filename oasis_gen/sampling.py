@@ -331,12 +331,22 @@ def draw_positions(prior, num_samples: int, seed: int = 0) -> np.ndarray:
     return rng.choice(len(frequencies), size=num_samples, p=frequencies / frequencies.sum()).astype(np.int32)
 
 
-def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature: float = 1.0, top_k: int = 0,
+def per_level(value) -> tuple:
+    """``(top, bottom)`` from one value for both levels, or from a pair."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected one value or a (top, bottom) pair, got {value!r}")
+        return tuple(value)
+    return value, value
+
+
+def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature=1.0, top_k=0,
              seed: int = 0, method: str = "cached", batch_size: int = 8, progress: bool = True,
              slice_positions=None) -> dict:
     """New slices: top codes from the top prior, bottom codes from the bottom prior given them, then decoding.
 
     For a single-level VQ-VAE pass ``top_prior=None``: the bottom prior is then unconditional.
+    ``temperature`` and ``top_k`` are one value for both priors or a ``(top, bottom)`` pair.
     Position-conditioned priors generate the slices at ``slice_positions`` (int [N]); without them,
     positions are drawn from the training data's distribution (``draw_positions``).
 
@@ -352,14 +362,15 @@ def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature: floa
     if not conditioned and slice_positions is not None:
         raise ValueError("these priors were trained without slice positions: --slice_index does not apply")
     levels = 1 if top_prior is None else 2
+    (top_temperature, bottom_temperature), (top_top_k, bottom_top_k) = per_level(temperature), per_level(top_k)
     with tqdm(total=levels * num_samples, desc=f"sampling ({method})", disable=not progress) as bar:
         top = None
         if top_prior is not None:
             top = PriorSampler(top_prior, method, batch_size)(
-                num_samples, None, temperature, top_k, seed, bar,
+                num_samples, None, top_temperature, top_top_k, seed, bar,
                 slice_positions if top_prior.num_positions else None)
         bottom = PriorSampler(bottom_prior, method, batch_size)(
-            num_samples, top, temperature, top_k, seed + 1, bar,
+            num_samples, top, bottom_temperature, bottom_top_k, seed + 1, bar,
             slice_positions if bottom_prior.num_positions else None)
     return {"images": decode_in_batches(vqvae, top, bottom, batch_size), "top": top, "bottom": bottom,
             "position": None if slice_positions is None else np.asarray(slice_positions, np.int32)}

@@ -391,10 +391,24 @@ def distribution_strategy(train_config):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(train_config, optimizer=None):
-    """``optimizer`` (default: Adam with the stage's learning rate), loss-scaled under ``mixed_float16``
-    (float16 gradients underflow; bfloat16 has float32's range and needs no scaling)."""
-    optimizer = optimizer or keras.optimizers.Adam(train_config.learning_rate)
+def learning_rate(train_config, total_steps: int):
+    """The stage's learning rate: a float, or linear warm-up to it and cosine decay to zero over ``total_steps``."""
+    if train_config.lr_schedule == "constant":
+        return train_config.learning_rate
+    if train_config.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be cosine or constant, got {train_config.lr_schedule!r}")
+    warmup = min(train_config.warmup_steps, total_steps // 2)
+    return keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup), warmup_target=train_config.learning_rate,
+                                                  warmup_steps=warmup)
+
+
+def make_optimizer(train_config, optimizer=None, total_steps: int = 0):
+    """``optimizer`` (default: Adam with ``learning_rate(train_config, total_steps)`` and global-norm
+    clipping at ``clip_norm``), loss-scaled under ``mixed_float16`` (float16 gradients underflow;
+    bfloat16 has float32's range and needs no scaling)."""
+    if optimizer is None:
+        optimizer = keras.optimizers.Adam(learning_rate(train_config, max(total_steps, 1)),
+                                          global_clipnorm=train_config.clip_norm or None)
     if resolve_precision(train_config.precision) == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -446,12 +460,20 @@ def _fit(name, folder, build, train_stream, validation_dataset, train_config, mo
     state = None if force else read_checkpoint_state(folder)
     strategy = distribution_strategy(train_config)
     with strategy.scope():
+        total_steps = train_config.epochs * steps_per_epoch
         if state is not None:
             model = load_model(state["path"], precision=None)
-            model.optimizer.learning_rate.assign(train_config.learning_rate)
+            # the configured rate or schedule replaces the checkpoint's, so a new learning rate is honoured
+            inner = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+            try:
+                inner.learning_rate = (learning_rate(train_config, total_steps) if optimizer is None
+                                       else train_config.learning_rate)
+            except TypeError as error:  # Keras cannot turn a scheduled optimizer into a constant-rate one
+                raise ValueError(f"{name}: the checkpoint was trained with a learning-rate schedule; a constant "
+                                 "rate needs a fresh start (--force)") from error
         else:
             model = build()
-            model.compile(optimizer=make_optimizer(train_config, optimizer() if optimizer else None),
+            model.compile(optimizer=make_optimizer(train_config, optimizer() if optimizer else None, total_steps),
                           jit_compile=train_config.jit_compile)
             # Built on every trainable variable, as Keras builds it when loading a checkpoint (a model
             # that updates subsets with it, like the DCGAN, would otherwise save slots that do not load).

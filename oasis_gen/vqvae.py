@@ -102,6 +102,8 @@ class VQVAE2(keras.Model):
         seed (int, 0): seed of the quantizers' restart draws.
         levels (int, 2): 2 for the hierarchy; 1 for a single 64x64 code map (no top level: ``encode``
             returns ``(None, bottom_codes)`` and ``decode_codes`` takes ``top_codes=None``).
+        top_downsample (int, 2): the top map is the bottom map downsampled x2 (32x32 for 256x256
+            slices) or x4 (16x16: fewer, coarser codes that carry the layout).
 
     Raises:
         ValueError: for an image size not divisible by 8, non-positive sizes or levels not 1 or 2.
@@ -111,12 +113,14 @@ class VQVAE2(keras.Model):
                  num_residual_hiddens: int = 32, num_embeddings: int = 512, embedding_dim: int = 64,
                  commitment_cost: float = 0.25, decay: float = 0.99, epsilon: float = 1e-5,
                  dead_code_threshold: float = 1.0, data_variance: float = 0.06, seed: int = 0, levels: int = 2,
-                 **kwargs):
+                 top_downsample: int = 2, **kwargs):
         super().__init__(**kwargs)
         if levels not in (1, 2):
             raise ValueError(f"levels must be 1 or 2, got {levels}")
-        if image_size < 8 or image_size % 8:
-            raise ValueError(f"image_size must be a positive multiple of 8, got {image_size}")
+        if top_downsample not in (2, 4):
+            raise ValueError(f"top_downsample must be 2 or 4, got {top_downsample}")
+        if image_size < 4 * top_downsample or image_size % (4 * top_downsample):
+            raise ValueError(f"image_size must be a positive multiple of {4 * top_downsample}, got {image_size}")
         if num_hiddens < 2 or data_variance <= 0:
             raise ValueError(f"num_hiddens must be >= 2 (got {num_hiddens}) and data_variance > 0 "
                              f"(got {data_variance})")
@@ -133,6 +137,7 @@ class VQVAE2(keras.Model):
         self.data_variance = data_variance
         self.seed = seed
         self.levels = levels
+        self.top_downsample = top_downsample
 
         def residual(name):
             return ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name=name)
@@ -144,16 +149,20 @@ class VQVAE2(keras.Model):
                               commitment_cost=commitment_cost, decay=decay, epsilon=epsilon,
                               dead_code_threshold=dead_code_threshold)
         if levels == 2:
-            self.top_encoder = [_conv(num_hiddens, 4, 2, "enc_t_down"), _conv(num_hiddens, 3, 1, "enc_t_conv"),
-                                residual("enc_t_res")]
+            coarser = [_conv(num_hiddens, 4, 2, "enc_t_down2")] if top_downsample == 4 else []
+            self.top_encoder = [_conv(num_hiddens, 4, 2, "enc_t_down"), *coarser,
+                                _conv(num_hiddens, 3, 1, "enc_t_conv"), residual("enc_t_res")]
             self.top_pre_quantize = _conv(embedding_dim, 1, 1, "top_pre_vq")
             self.top_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed, name="top_quantizer")
-            self.top_decoder = [_conv(num_hiddens, 3, 1, "dec_t_conv"), residual("dec_t_res"),
+            finer = [_deconv(num_hiddens, 4, 2, "dec_t_up2")] if top_downsample == 4 else []
+            self.top_decoder = [_conv(num_hiddens, 3, 1, "dec_t_conv"), residual("dec_t_res"), *finer,
                                 _deconv(embedding_dim, 4, 2, "dec_t_up")]
         self.bottom_pre_quantize = _conv(embedding_dim, 1, 1, "bottom_pre_vq")
         self.bottom_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed + 1, name="bottom_quantizer")
         if levels == 2:  # created here to keep the variable order of saved two-level models
             self.top_upsample = _deconv(embedding_dim, 4, 2, "top_upsample")
+            if top_downsample == 4:
+                self.top_upsample_coarse = _deconv(embedding_dim, 4, 2, "top_upsample2")
         self.decoder = [_conv(num_hiddens, 3, 1, "dec_conv"), residual("dec_res"),
                         _deconv(half, 4, 2, "dec_up1"), _deconv(1, 4, 2, "dec_up2")]
 
@@ -169,8 +178,8 @@ class VQVAE2(keras.Model):
 
     @property
     def top_grid(self) -> int:
-        """Side of the top code map (image_size / 8)."""
-        return self.image_size // 8
+        """Side of the top code map (image_size / 8, or / 16 with ``top_downsample=4``)."""
+        return self.image_size // (4 * self.top_downsample)
 
     @property
     def bottom_grid(self) -> int:
@@ -213,7 +222,10 @@ class VQVAE2(keras.Model):
     def _decode(self, top_quantized, bottom_quantized):
         x = tf.cast(bottom_quantized, self.compute_dtype)
         if self.levels == 2:
-            x = tf.concat([x, self.top_upsample(tf.cast(top_quantized, self.compute_dtype))], axis=-1)
+            top = tf.cast(top_quantized, self.compute_dtype)
+            if self.top_downsample == 4:
+                top = tf.nn.relu(self.top_upsample_coarse(top))
+            x = tf.concat([x, self.top_upsample(top)], axis=-1)
         x = tf.cast(self._run(self.decoder, x), tf.float32) + 0.5
         # Clip to [0, 1] with a straight-through gradient: the black MRI background is reproduced
         # exactly (any negative output is 0), while a brain pixel stuck below 0 still gets a gradient.
@@ -230,8 +242,8 @@ class VQVAE2(keras.Model):
         return self._decode(self._quantized(top), bottom["quantized"])
 
     def encode(self, images):
-        """Code maps of ``images`` [B, H, W, 1]: ``(top_codes [B, H/8, W/8], bottom_codes [B, H/4, W/4])`` int32
-        (``top_codes`` is None for a single-level model)."""
+        """Code maps of ``images`` [B, H, W, 1]: ``(top_codes [B, H/8, W/8] (H/16 with top_downsample 4),
+        bottom_codes [B, H/4, W/4])`` int32 (``top_codes`` is None for a single-level model)."""
         top, bottom = self._quantize(images, training=False)
         return (None if top is None else top["indices"]), bottom["indices"]
 
@@ -296,7 +308,7 @@ class VQVAE2(keras.Model):
                        "embedding_dim": self.embedding_dim, "commitment_cost": self.commitment_cost,
                        "decay": self.decay, "epsilon": self.epsilon,
                        "dead_code_threshold": self.dead_code_threshold, "data_variance": self.data_variance,
-                       "seed": self.seed, "levels": self.levels})
+                       "seed": self.seed, "levels": self.levels, "top_downsample": self.top_downsample})
         return config
 
 
@@ -309,6 +321,7 @@ def build_vqvae(vqvae_config, image_size: int, data_variance: float | None = Non
                    num_embeddings=vqvae_config.num_embeddings, embedding_dim=vqvae_config.embedding_dim,
                    commitment_cost=vqvae_config.commitment_cost, decay=vqvae_config.decay,
                    epsilon=vqvae_config.epsilon, dead_code_threshold=vqvae_config.dead_code_threshold,
-                   data_variance=float(variance), seed=seed, levels=vqvae_config.levels)
+                   data_variance=float(variance), seed=seed, levels=vqvae_config.levels,
+                   top_downsample=vqvae_config.top_downsample)
     model.build()
     return model

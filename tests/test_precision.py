@@ -130,3 +130,20 @@ def test_precision_scope_restores_the_policy_after_an_error():
             assert keras.config.dtype_policy().name == "mixed_bfloat16"
             raise RuntimeError("stage failed")
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_cosine_schedule_with_warm_up_and_clipping():
+    import math
+
+    train_config = config_lib.TrainConfig(learning_rate=1e-3, warmup_steps=10, lr_schedule="cosine", clip_norm=0.5)
+    schedule = training.learning_rate(train_config, 110)
+    for step, expected in ((0, 0.0), (5, 5e-4), (10, 1e-3), (60, 5e-4), (110, 0.0)):
+        cosine = 1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 100)) if step >= 10 else expected
+        assert float(schedule(step)) == pytest.approx(cosine, abs=1e-7), step
+    # a short run warms up for at most half its steps
+    assert float(training.learning_rate(train_config, 8)(4)) == pytest.approx(1e-3)
+    optimizer = training.make_optimizer(train_config, total_steps=110)
+    assert optimizer.global_clipnorm == 0.5
+    constant = config_lib.TrainConfig(learning_rate=2e-4, lr_schedule="constant", clip_norm=0.0)
+    assert training.learning_rate(constant, 100) == 2e-4
+    assert training.make_optimizer(constant).global_clipnorm is None

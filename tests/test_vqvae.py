@@ -38,6 +38,22 @@ def test_code_and_image_shapes_at_256():
         model(tf.zeros((1, 128, 128, 1)))
 
 
+def test_a_16x16_top_map_round_trips_and_trains(tmp_path):
+    model = VQVAE2(image_size=256, top_downsample=4, **SMALL)
+    model.build()
+    images = _images(2, 256)
+    top_codes, bottom_codes = model.encode(images)
+    assert top_codes.shape == (2, 16, 16) and bottom_codes.shape == (2, 64, 64) and model.top_grid == 16
+    assert model.decode_codes(top_codes, bottom_codes).shape == (2, 256, 256, 1)
+    rebuilt = assert_config_round_trip(model)
+    assert rebuilt.top_downsample == 4
+    assert_saving_round_trip(model, images, str(tmp_path / "coarse.keras"), atol=1e-5)
+    with pytest.raises(ValueError, match="top_downsample must be 2 or 4"):
+        VQVAE2(image_size=64, top_downsample=3)
+    with pytest.raises(ValueError, match="multiple of 16, got 40"):
+        VQVAE2(image_size=40, top_downsample=4)
+
+
 def test_small_size_and_invalid_arguments():
     model = VQVAE2(image_size=32, **SMALL)
     model.build()
@@ -97,7 +113,7 @@ def test_vqvae_stage_on_tiny_phantom(tiny_run):
         assert np.isfinite(metrics[key])
     for level in ("top", "bottom"):
         assert 0 < metrics[level]["usage"] <= 1 and metrics[level]["perplexity"] >= 1
-    assert metrics["synthetic_data"] is True and metrics["images"] == 4 and metrics["epochs_trained"] == 2
+    assert metrics["synthetic_data"] is True and metrics["images"] == 12 and metrics["epochs_trained"] == 2
     for name in ("model.keras", "checkpoint_step000000008.keras", "checkpoint.json", "history.csv", "COMPLETE",
                  "plots/curves.png", "plots/reconstructions_epoch_002.png", "plots/reconstructions_test.png"):
         assert os.path.exists(os.path.join(folder, name)), name

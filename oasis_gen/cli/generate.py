@@ -31,8 +31,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="axial position(s) for priors trained with positions: 12 (every sample there) or a range "
                              "0:32 (one sample per position, in order: a whole synthetic stack); default: drawn "
                              "from the training data")
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)")
-    parser.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest codes (0: all)")
+    parser.add_argument("--temperature", default="1.0",
+                        help="softmax temperature (0: greedy); one value, or TOP,BOTTOM for each prior (e.g. 0.9,1.0)")
+    parser.add_argument("--top_k", default="0",
+                        help="sample among the k likeliest codes (0: all); one value, or TOP,BOTTOM")
     parser.add_argument("--seed", type=int, default=0, help="same seed and batch size, same brains")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--method", choices=("cached", "naive"), default="cached")
@@ -43,11 +45,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.slice_positions = parse_slice_index(args.slice_index, args.num_samples)
+        args.temperature = _one_or_pair(args.temperature, float, "--temperature")
+        args.top_k = _one_or_pair(args.top_k, int, "--top_k")
     except ValueError as error:
         parser.error(str(error))
     if args.slice_positions is not None:
         args.num_samples = len(args.slice_positions)
     return args
+
+
+def _one_or_pair(text: str, kind, flag: str):
+    try:
+        values = [kind(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise ValueError(f"{flag} takes one number or TOP,BOTTOM, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def parse_slice_index(text: str | None, num_samples: int) -> np.ndarray | None:
