@@ -190,7 +190,7 @@ def _print_samples(results: dict) -> None:
     print(f"  C2ST AUC            {_interval(results, 'c2st_auc')}; floor {_interval(results, 'c2st_auc_floor')}"
           f"; reconstructions {_interval(results, 'c2st_auc_reconstructions')} (0.5 = indistinguishable)")
     print(f"  FD brain features   {results['fd_brain']:.3f} (floor {results['fd_brain_floor']:.3f})")
-    print("  precision/recall    " + ", ".join(f"{k} {results[k]:.3f} ({results[k + '_floor']:.3f})"
+    print("  precision/recall    " + ", ".join(f"{k} {_optional(results[k])} ({_optional(results[k + '_floor'])})"
                                               for k in ("precision", "recall", "density", "coverage")))
     print(f"  position confidence {results['position_confidence']:.3f} (real {results['position_confidence_real']:.3f})"
           + (f"; placed in the requested band {_optional(results['position_accuracy'])} (real "

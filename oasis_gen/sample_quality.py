@@ -39,7 +39,8 @@ from oasis_gen.fileio import save_figure as _save
 
 TISSUE_THRESHOLD = 0.1  # intensity above which a pixel counts as head/brain (background is ~0)
 MIN_BAND_SLICES = 8
-FLOOR_DRAWS = 5  # draws of training-subject slices averaged into the feature-space floors  # a per-band Fréchet distance needs at least this many slices per side
+FLOOR_DRAWS = 5  # draws of training-subject slices averaged into the feature-space floors
+PRDC_K = 5  # neighbours of precision/recall/density/coverage (Naeem et al. 2020); fewer for tiny sets  # a per-band Fréchet distance needs at least this many slices per side
 
 SWEEP_METRICS = (("c2st_auc", "C2ST AUC (0.5 = indistinguishable)"),
                  ("fd_brain", "Fréchet distance, brain features"),
@@ -132,7 +133,7 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
     # FD and precision/recall of small sets vary with the draw: the floor is the mean over several draws
     floor_draws = [space.embed(train.spread(count, seed + draw).images)[0] for draw in range(FLOOR_DRAWS)]
     fd_floors = [metrics.frechet_distance(heldout_features, features) for features in floor_draws]
-    prdc_floors = [metrics.precision_recall_density_coverage(heldout_features, features) for features in floor_draws]
+    prdc_floors = [_prdc(heldout_features, features) for features in floor_draws]
     c2st = dict(folds=settings.c2st_folds, epochs=settings.c2st_epochs, seed=seed, progress=settings.progress)
     floor_test = realism.two_sample_test(heldout.images, train_part.images, real_groups=heldout.subjects,
                                             generated_groups=train_part.subjects,
@@ -142,7 +143,8 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
         "c2st_auc_floor": floor_test["auc"], "c2st_auc_floor_low": floor_test["auc_low"],
         "c2st_auc_floor_high": floor_test["auc_high"],
         "fd_brain_floor": float(np.mean(fd_floors)), "fd_brain_floor_std": float(np.std(fd_floors)),
-        **{f"{key}_floor": float(np.mean([draw[key] for draw in prdc_floors])) for key in prdc_floors[0]},
+        **{f"{key}_floor": None if prdc_floors[0][key] is None else float(np.mean([draw[key] for draw in prdc_floors]))
+           for key in ("precision", "recall", "density", "coverage")},
         "position_confidence_real": float(heldout_probabilities.max(axis=1).mean()),
         "position_accuracy_real": _placed(space, heldout_probabilities, heldout.positions),
         "feature_net_heldout_band_accuracy": float((heldout_probabilities.argmax(1)
@@ -158,7 +160,7 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
     }
     if vqvae is not None:
         reconstructions = metrics.to_8bit(np.concatenate([vqvae(heldout_part.images[i:i + 32]).numpy()
-                                                          for i in range(0, count, 32)]))
+                                                          for i in range(0, len(heldout_part.images), 32)]))
         # a slice and its reconstruction share the subject label, so they always share a fold
         test = realism.two_sample_test(heldout_part.images, reconstructions, real_groups=heldout_part.subjects,
                                           generated_groups=heldout_part.subjects,
@@ -171,6 +173,14 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
     return Reference(heldout=heldout, train=train, space=space, heldout_features=heldout_features,
                      heldout_probabilities=heldout_probabilities, floors=floors, count=count, synthetic=synthetic,
                      data_dir=data_config.data_dir, split=split, inception_heldout=inception)
+
+
+def _prdc(real: np.ndarray, fake: np.ndarray) -> dict:
+    """Precision/recall/density/coverage with k = 5, or fewer neighbours when a set is that small."""
+    k = min(PRDC_K, len(real) - 1, len(fake) - 1)
+    if k < 1:
+        return {"precision": None, "recall": None, "density": None, "coverage": None, "prdc_k": 0}
+    return {**metrics.precision_recall_density_coverage(real, fake, k=k), "prdc_k": k}
 
 
 def _placed(space: feature_net.FeatureSpace, probabilities: np.ndarray, positions: np.ndarray) -> float | None:
@@ -209,7 +219,7 @@ def score_samples(samples: np.ndarray, reference: Reference, settings: Evaluatio
         "c2st_auc": c2st["auc"], "c2st_auc_low": c2st["auc_low"], "c2st_auc_high": c2st["auc_high"],
         "c2st_accuracy": c2st["accuracy"], "c2st_slices_per_side": c2st["per_image"], "c2st_folds": c2st["folds"],
         "fd_brain": metrics.frechet_distance(reference.heldout_features, features),
-        **metrics.precision_recall_density_coverage(reference.heldout_features, features),
+        **_prdc(reference.heldout_features, features),
         "position_confidence": float(probabilities.max(axis=1).mean()),
         "position_source": "requested" if given else "feature network",
         "position_accuracy": _placed(reference.space, probabilities, np.asarray(positions)) if given else None,
@@ -532,8 +542,8 @@ def report(results: dict, sweep: list[dict], figures: list[str]) -> str:
          f"{_interval(results, 'c2st_auc_reconstructions')}"),
         ("Fréchet distance, brain features", f"{results['fd_brain']:.3f}",
          f"{results['fd_brain_floor']:.3f} ± {results['fd_brain_floor_std']:.3f} (floor, {FLOOR_DRAWS} draws)"),
-        *[(f"{name}, brain features", f"{results[name]:.3f}", f"{results[name + '_floor']:.3f} (floor)")
-          for name in ("precision", "recall", "density", "coverage")],
+        *[(f"{name}, brain features (k = {results['prdc_k']})", _optional(results[name]),
+           f"{_optional(results[name + '_floor'])} (floor)") for name in ("precision", "recall", "density", "coverage")],
         ("position confidence", f"{results['position_confidence']:.3f}",
          f"{results['position_confidence_real']:.3f} (real held-out)"),
         ("placed in the requested band (+-1)", _optional(results["position_accuracy"]),

@@ -186,7 +186,8 @@ def test_summary_json_reports_each_split(tiny_phantom, capsys, tmp_path):
         assert summary[split]["shape"] == [64, 64, 1] and summary[split]["dtype"] == "uint8"
         assert 0.3 < summary[split]["background_fraction"] < 0.9
         total += summary[split]["count"]
-    assert total == 24 and summary["train"]["subjects"] == 4 and summary["skipped"] == []
+    assert total == 32 and summary["train"]["subjects"] == 4 and summary["test"]["subjects"] == 3
+    assert summary["skipped"] == []
     assert data.main([str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
 
