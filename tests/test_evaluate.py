@@ -43,7 +43,7 @@ def test_benchmarks_under_bfloat16_report_both_peaks(capsys, tmp_path):
     assert results["precision"] == "mixed_bfloat16" and results["images_per_s"] > 0
     assert results["matmul_peak_gflops_bfloat16"] > 0 and results["matmul_peak_gflops_float32"] > 0
     achieved = results["images_per_s"] * results["gflop_per_image"]
-    assert results["peak_fraction"] == pytest.approx(achieved / results["matmul_peak_gflops_bfloat16"], abs=2e-3)
+    assert results["peak_fraction"] == pytest.approx(achieved / results["matmul_peak_gflops_bfloat16"], rel=0.1)
     assert bench.main(["prior", "--preset", "quick", "--level", "bottom", "--batch_size", "2", "--steps", "2",
                        "--warmup", "1", "--precision", "mixed_bfloat16", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)

@@ -308,7 +308,8 @@ def test_samples_command_writes_metrics_report_and_sweep(tiny_prior_run, eval_ph
                 "diversity_ms_ssim_real_train", "novelty_ssim_nearest_mean", "histogram_wasserstein"):
         assert np.isfinite(results[key]), key
     assert results["c2st_auc_low"] <= results["c2st_auc"] <= results["c2st_auc_high"]
-    assert results["position_source"] == "feature network" and results["position_accuracy"] is None
+    # the tiny run's priors are position-conditioned: samples carry the positions they were made for
+    assert results["position_source"] == "requested" and 0 <= results["position_accuracy"] <= 1
     assert results["diversity_ms_ssim_real_subjects"] == 8  # 8 real slices drawn across the 8 test subjects
     assert results["fid"] is None and results["synthetic_data"]
     assert os.path.exists(os.path.join(tiny_prior_run, "evaluation", "feature_net.keras"))

@@ -77,13 +77,16 @@ def test_generate_cli_on_a_tiny_run(tiny_prior_run, tmp_path, capsys):
     out = str(tmp_path / "samples")
     assert generate.main(["--run_dir", tiny_prior_run, "--num_samples", "3", "--batch_size", "2", "--seed", "1",
                           "--out", out, "--gif"]) == 0
-    images = [iio.imread(os.path.join(out, f"sample_{i:03d}.png")) for i in range(3)]
+    summary = json.load(open(os.path.join(out, "generation.json")))
+    # positions drawn from the training data, and named: sample_000_slice_S.png
+    assert [name.split("_slice_")[0] for name in summary["files"]] == [f"sample_{i:03d}" for i in range(3)]
+    assert [int(name.split("_slice_")[1][:-4]) for name in summary["files"]] == summary["slice_positions"]
+    images = [iio.imread(os.path.join(out, name)) for name in summary["files"]]
     assert images[0].shape == (64, 64) and images[0].dtype == np.uint8
-    for name in ("grid.png", "codes.npz", "sampling.gif", "generation.json"):
+    for name in ("grid.png", "codes.npz", "sampling.gif"):
         assert os.path.exists(os.path.join(out, name))
     codes = np.load(os.path.join(out, "codes.npz"))
     assert codes["top"].shape == (3, 8, 8) and codes["bottom"].shape == (3, 16, 16)
-    summary = json.load(open(os.path.join(out, "generation.json")))
     assert summary["trained_on_synthetic_data"] is True
     again = str(tmp_path / "again")
     assert generate.main(["--run_dir", tiny_prior_run, "--num_samples", "3", "--batch_size", "2", "--seed", "1",
