@@ -110,10 +110,10 @@ class TrainConfig:
     epochs: int = _field(10, "passes over the training split")
     steps_per_epoch: int = _field(0, "steps per epoch (0: one pass over the training split)")
     learning_rate: float = _field(3e-4, "Adam learning rate (the peak, with the cosine schedule)")
-    lr_schedule: str = _field("cosine", "learning-rate schedule over epochs x steps_per_epoch: linear warm-up then "
+    lr_schedule: str = _field("constant", "learning-rate schedule over epochs x steps_per_epoch: linear warm-up then "
                                         "cosine decay to zero, or constant", choices=("cosine", "constant"))
     warmup_steps: int = _field(200, "linear warm-up steps of the cosine schedule (at most half the run)")
-    clip_norm: float = _field(1.0, "clip gradients to this global norm (0: no clipping); the DCGAN is not clipped")
+    clip_norm: float = _field(0.0, "clip gradients to this global norm (0: no clipping); the DCGAN is not clipped")
     seed: int = _field(0, "seed of weights, shuffling and dropout")
     jit_compile: bool = _field(False, "compile train steps with XLA (measured slower on CPU; try on GPU)")
     precision: str = _field(
