@@ -92,6 +92,7 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
     arrays = {key: np.concatenate(value) for key, value in values.items()}
     psnr_values = arrays["psnr"][np.isfinite(arrays["psnr"])]
     brain = np.isfinite(arrays["ssim_brain"])  # a slice with no head has no brain-only score
+    brain_psnr = arrays["psnr_brain"][brain & np.isfinite(arrays["psnr_brain"])]  # a perfect head is infinite
     return {
         "images": int(arrays["ssim"].size),
         "ssim_mean": float(arrays["ssim"].mean()), "ssim_std": float(arrays["ssim"].std()),
@@ -102,8 +103,7 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
         "ssim_brain_mean": float(arrays["ssim_brain"][brain].mean()) if brain.any() else None,
         "ssim_brain_std": float(arrays["ssim_brain"][brain].std()) if brain.any() else None,
         "ssim_brain_min": float(arrays["ssim_brain"][brain].min()) if brain.any() else None,
-        "psnr_brain_mean": float(np.mean(arrays["psnr_brain"][brain & np.isfinite(arrays["psnr_brain"])]))
-        if (brain & np.isfinite(arrays["psnr_brain"])).any() else None,
+        "psnr_brain_mean": float(brain_psnr.mean()) if brain_psnr.size else None,
         "brain_slices": int(brain.sum()),
         **{name: code_statistics(level_counts) for name, level_counts in counts.items()},
     }

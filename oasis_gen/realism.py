@@ -85,7 +85,7 @@ def two_sample_test(real: np.ndarray, generated: np.ndarray, folds: int = 4, epo
     Returns:
         ``{"auc", "auc_low", "auc_high", "accuracy", "per_image", "folds", "labels" [2N] (1 =
         generated), "scores" [2N], "groups" [2N], "indices" [2N]}``; ``indices`` are positions in
-        the set each image came from.
+        the set each image came from, ``fold_of`` [2N] the fold that scored each image.
 
     Raises:
         ValueError: fewer than 2 images or groups in a set, sets of different image shapes, or
