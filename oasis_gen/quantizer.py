@@ -29,8 +29,9 @@ class VectorQuantizerEMA(keras.layers.Layer):
     updates move codes gradually instead of jumping to the first batch's means (Sonnet debiases;
     the difference fades after ~1/(1-decay) steps).
 
-    Dead codes: a code whose EMA count falls below ``dead_code_threshold`` is re-seeded from the
-    current batch's encoder outputs, drawn without replacement with probability proportional to
+    The straight-through output is looked up from the codebook as it was *before* this step's
+    update (as in Sonnet). Dead codes: a code whose EMA count falls below ``dead_code_threshold``
+    and that no vector of the current batch uses is re-seeded from the batch's encoder outputs, drawn without replacement with probability proportional to
     their squared quantization error (poorly represented vectors first, not the black MRI
     background that already has its codes). A restarted code starts at count
     ``2 * dead_code_threshold``, a grace period of ~70 steps at decay 0.99.
@@ -112,10 +113,13 @@ class VectorQuantizerEMA(keras.layers.Layer):
         flat_indices = tf.argmin(distances, axis=1, output_type=tf.int32)
         counts = tf.math.unsorted_segment_sum(tf.ones_like(flat_indices, tf.float32), flat_indices,
                                               self.num_embeddings)
-        if training:
-            self._update(flat, flat_indices, counts, tf.reduce_min(distances, axis=1))
         indices = tf.reshape(flat_indices, tf.shape(inputs)[:-1])
+        # Looked up before this step's EMA update, as Sonnet's VectorQuantizerEMA does: the decoder
+        # sees the codes the encoder outputs were matched to.
         quantized = self.lookup(indices)
+        if training:
+            with tf.control_dependencies([quantized]):
+                self._update(flat, flat_indices, counts, tf.reduce_min(distances, axis=1))
         loss = self.commitment_cost * tf.reduce_mean(tf.square(tf.stop_gradient(quantized) - inputs))
         quantized = inputs + tf.stop_gradient(quantized - inputs)
         probabilities = counts / tf.maximum(tf.reduce_sum(counts), 1.0)
@@ -148,13 +152,16 @@ class VectorQuantizerEMA(keras.layers.Layer):
         smoothed = (cluster_size + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
         codebook = ema_sum / smoothed[:, tf.newaxis]
         if self.dead_code_threshold > 0:
-            codebook, ema_sum, cluster_size = self._restart_dead(flat, errors, codebook, ema_sum, cluster_size)
+            codebook, ema_sum, cluster_size = self._restart_dead(flat, errors, codebook, ema_sum, cluster_size,
+                                                                 counts)
         self.ema_cluster_size.assign(cluster_size)
         self.ema_sum.assign(ema_sum)
         self.codebook.assign(codebook)
 
-    def _restart_dead(self, flat, errors, codebook, ema_sum, cluster_size):
-        dead = cluster_size < self.dead_code_threshold
+    def _restart_dead(self, flat, errors, codebook, ema_sum, cluster_size, counts):
+        # A code some vector of this (global) batch was assigned to is never re-seeded: that
+        # vector was decoded from it.
+        dead = (cluster_size < self.dead_code_threshold) & (counts == 0)
         step = self.restart_step.assign_add(1)
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:

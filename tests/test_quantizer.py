@@ -102,3 +102,52 @@ def test_bad_last_dimension_and_empty_batch():
 
 def test_config_round_trip():
     assert_config_round_trip(VectorQuantizerEMA(16, 4, commitment_cost=0.5, decay=0.95, seed=3))
+
+
+def _numpy_ema_step(codebook, cluster, ema_sum, inputs, decay, epsilon):
+    """One EMA step in NumPy: (indices, new cluster sizes, new sums, new codebook)."""
+    k = len(codebook)
+    indices = ((inputs[:, None] - codebook) ** 2).sum(-1).argmin(-1)
+    sums = np.zeros_like(ema_sum, dtype=np.float64)
+    np.add.at(sums, indices, inputs)
+    cluster = decay * cluster + (1 - decay) * np.bincount(indices, minlength=k)
+    ema_sum = decay * ema_sum + (1 - decay) * sums
+    total = cluster.sum()
+    return indices, cluster, ema_sum, ema_sum / ((cluster + epsilon) / (total + k * epsilon) * total)[:, None]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_training_output_is_looked_up_before_the_ema_update(compiled):
+    layer = _layer(6, 3, decay=0.5)
+    inputs = np.random.default_rng(4).normal(size=(40, 3)).astype(np.float32)
+    before = layer.codebook.numpy().copy()
+    indices, _, _, updated = _numpy_ema_step(before, layer.ema_cluster_size.numpy(), layer.ema_sum.numpy(),
+                                             inputs, 0.5, 1e-5)
+    call = tf.function(lambda x: layer(x, training=True)) if compiled else (lambda x: layer(x, training=True))
+    outputs = call(inputs)
+    np.testing.assert_array_equal(outputs["indices"].numpy(), indices)
+    # the forward value of the straight-through output is the code as it was before the step
+    np.testing.assert_allclose(outputs["quantized"].numpy(), before[indices], atol=1e-6)
+    np.testing.assert_allclose(layer.codebook.numpy(), updated, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(updated[indices], before[indices], atol=1e-3)  # the update did move the used codes
+
+
+def test_restart_leaves_codes_used_in_this_batch_alone():
+    layer = _layer(4, 2, threshold=0.5, decay=0.9)
+    codebook = np.array([[100.0, 100.0], [0.0, 0.0], [3.0, 3.0], [-3.0, -3.0]], np.float32)
+    layer.codebook.assign(codebook)
+    layer.ema_sum.assign(codebook * np.array([[0.1], [0.1], [5.0], [5.0]], np.float32))
+    layer.ema_cluster_size.assign([0.1, 0.1, 5.0, 5.0])  # codes 0 and 1 are both below the threshold
+    rng = np.random.default_rng(5)
+    inputs = np.concatenate([rng.normal(0.0, 0.1, (4, 2)), rng.normal(3.0, 0.1, (30, 2)),
+                             rng.normal(-3.0, 0.1, (30, 2))]).astype(np.float32)
+    indices, _, _, expected = _numpy_ema_step(codebook, layer.ema_cluster_size.numpy(), layer.ema_sum.numpy(),
+                                              inputs, 0.9, 1e-5)
+    assert (indices == 1).sum() == 4 and (indices == 0).sum() == 0
+    layer(inputs, training=True)
+    result = layer.codebook.numpy()
+    # code 1 is rare but this batch used it: it follows the EMA, it is not re-seeded
+    np.testing.assert_allclose(result[1:], expected[1:], rtol=1e-4, atol=1e-6)
+    # code 0 is rare and unused: re-seeded onto one of the batch's vectors
+    assert np.min(np.abs(inputs - result[0]).sum(-1)) < 1e-5
+    assert int(layer.restarts.numpy()) == 1
