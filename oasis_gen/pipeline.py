@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -28,6 +29,34 @@ SECTION_OWNERS = {"data": ("data", "vqvae", "codes"), "vqvae": ("vqvae",), "vqva
                   "top_prior": ("prior_top",), "top_prior_train": ("prior_top",),
                   "bottom_prior": ("prior_bottom",), "bottom_prior_train": ("prior_bottom",),
                   "dcgan": ("prior_dcgan",), "dcgan_train": ("prior_dcgan",)}
+
+
+# The finished stages each stage reads. Redoing a stage invalidates everything downstream of it.
+DEPENDS_ON = {"data": (), "vqvae": ("data",), "codes": ("vqvae",), "prior_top": ("codes",),
+              "prior_bottom": ("codes",), "prior_dcgan": ("codes",),
+              "samples": ("vqvae", "prior_top", "prior_bottom"), "evaluate": ("vqvae", "prior_top", "prior_bottom")}
+# The files whose content is a stage's identity: a stage records the identity of each input it was built from.
+IDENTITY_FILES = {"vqvae": ("vqvae/model.keras",),
+                  "codes": ("codes/train.npz", "codes/validate.npz", "codes/test.npz"),
+                  "prior_top": ("prior_top/model.keras",), "prior_bottom": ("prior_bottom/model.keras",),
+                  "prior_dcgan": ("prior_dcgan/model.keras",)}
+
+
+def stage_command(stage: str) -> str:
+    """The ``train.py`` form that (re)does ``stage``."""
+    if stage.startswith("prior_"):
+        kind = stage.split("_", 1)[1]
+        return "prior --kind dcgan" if kind == "dcgan" else f"prior --level {kind}"
+    return stage
+
+
+def downstream(stage: str) -> list[str]:
+    """Every stage that reads ``stage``'s outputs, directly or through another stage, in pipeline order."""
+    found: list[str] = []
+    for candidate in DEPENDS_ON:
+        if any(parent == stage or parent in found for parent in DEPENDS_ON[candidate]):
+            found.append(candidate)
+    return found
 
 
 class RunError(RuntimeError):
@@ -53,10 +82,65 @@ class Run:
     def is_complete(self, stage: str) -> bool:
         return os.path.exists(os.path.join(self.path, stage, COMPLETE))
 
-    def mark_complete(self, stage: str, summary: dict | None = None) -> None:
-        """Marks ``stage`` finished; call only after all its outputs are written."""
+    def mark_complete(self, stage: str, summary: dict | None = None, inputs: dict | None = None) -> None:
+        """Marks ``stage`` finished; call only after all its outputs are written.
+
+        ``inputs`` maps each upstream stage to the identity it had when ``stage`` started (see
+        ``input_identities``); consumers compare it with the upstream stage as it is now."""
         values = {"finished": datetime.datetime.now().isoformat(timespec="seconds"), **(summary or {})}
+        if inputs is not None:
+            values["inputs"] = inputs
         atomic_write_json(os.path.join(self.stage_dir(stage), COMPLETE), values)
+
+    def identity(self, stage: str) -> str | None:
+        """A SHA-256 (16 hex digits) of the files that carry ``stage``'s result, None when it has none."""
+        files = [os.path.join(self.path, name) for name in IDENTITY_FILES.get(stage, ())]
+        if not files or not all(os.path.exists(path) for path in files):
+            return None
+        digest = hashlib.sha256()
+        for path in files:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
+
+    def input_identities(self, stage: str) -> dict[str, str]:
+        """The current identity of each upstream stage of ``stage`` that has one."""
+        found = {parent: self.identity(parent) for parent in DEPENDS_ON.get(stage, ())}
+        return {parent: value for parent, value in found.items() if value is not None}
+
+    def _marker(self, stage: str) -> dict:
+        try:
+            return read_json(os.path.join(self.path, stage, COMPLETE))
+        except (OSError, ValueError):
+            return {}
+
+    def stale_reason(self, stage: str) -> str | None:
+        """Why finished ``stage`` no longer matches what it was built from, or None when it does.
+
+        A stage that recorded its inputs is compared by content; a stage finished by an earlier
+        version (no record) is stale when an upstream stage finished after it."""
+        marker = self._marker(stage)
+        recorded = marker.get("inputs")
+        for parent in DEPENDS_ON.get(stage, ()):
+            if not self.is_complete(parent):
+                continue
+            if recorded is not None:
+                if parent in recorded and recorded[parent] != self.identity(parent):
+                    return f"'{stage}' was built from another '{parent}' than the one now in {self.path}"
+            elif marker.get("finished", "") < self._marker(parent).get("finished", ""):
+                return f"'{parent}' was redone after '{stage}' finished in {self.path}"
+        return None
+
+    def invalidate_downstream(self, stage: str) -> list[str]:
+        """Marks every stage downstream of ``stage`` unfinished (outputs kept until redone)."""
+        cleared = [name for name in downstream(stage) if self.is_complete(name)]
+        for name in cleared:
+            self.clear_complete(name)
+        if cleared:
+            print(f"[{stage}] redoing it makes {', '.join(cleared)} out of date: marked unfinished "
+                  f"(their outputs stay until they are redone)")
+        return cleared
 
     def has_started(self, stage: str) -> bool:
         """True once ``stage`` has a checkpoint or has finished."""
@@ -69,13 +153,29 @@ class Run:
             os.remove(marker)
 
     def require(self, stage: str, needed_by: str) -> None:
-        """Raises RunError naming ``stage`` when it has not finished in this run."""
+        """Raises RunError naming the stage to (re)do when ``stage`` has not finished in this run, or
+        when it, or a stage it was built from, no longer matches its own inputs."""
         if not self.is_complete(stage):
             raise RunError(f"{self.path} has no finished '{stage}' stage, which '{needed_by}' needs; "
-                           f"run `python train.py {stage} --run_dir {self.path}` first")
+                           f"run `python train.py {stage_command(stage)} --run_dir {self.path}` first")
+        for name in [stage] + _upstream(stage):
+            reason = self.is_complete(name) and self.stale_reason(name)
+            if reason:
+                raise RunError(f"{reason}, so '{needed_by}' cannot use it; redo it with "
+                               f"`python train.py {stage_command(name)} --run_dir {self.path} --force` "
+                               f"(and the stages after it)")
 
     def save_config(self) -> None:
         config_lib.save_config(self.config, os.path.join(self.path, "config.json"))
+
+
+def _upstream(stage: str) -> list[str]:
+    found: list[str] = []
+    for parent in DEPENDS_ON.get(stage, ()):
+        for name in [parent] + _upstream(parent):
+            if name not in found:
+                found.append(name)
+    return found
 
 
 def default_run_dir() -> str:

@@ -1,10 +1,12 @@
 import json
 import os
+import shutil
 
 import pytest
 
 from oasis_gen import pipeline
-from oasis_gen.cli import train
+from oasis_gen.cli import generate, train
+from oasis_gen.fileio import atomic_write_json
 
 
 def test_data_stage_on_a_data_folder_and_skip_on_rerun(tiny_phantom, tmp_path, capsys):
@@ -54,3 +56,73 @@ def test_settings_of_stages_not_started_may_change(tmp_path, capsys):
         pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 5}})
     redone = pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 5}}, unlocked=["prior_top"])
     assert redone.config.top_prior.num_layers == 5
+
+
+def _fake_stages(calls):
+    """Stage functions that write their identity files with fresh content, so each redo changes them."""
+    def make(stage):
+        def run_stage(run, force=False):
+            calls.append(stage)
+            run.stage_dir(stage)
+            for name in pipeline.IDENTITY_FILES.get(stage, ()):
+                with open(os.path.join(run.path, name), "wb") as handle:
+                    handle.write(os.urandom(32))
+            run.stage_dir(stage)
+            return {}
+        return run_stage
+    return {stage: make(stage) for stage in pipeline.DEPENDS_ON}
+
+
+def test_forcing_a_stage_marks_every_stage_after_it_unfinished(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(train, "_stage_functions", lambda: _fake_stages(calls))
+    run_dir = str(tmp_path / "r")
+    chain = "data,vqvae,codes,prior_top,prior_bottom,samples"
+    assert train.main(["--run_dir", run_dir, "--stages", chain, "--data", str(tmp_path)]) == 0
+    run = pipeline.open_run(run_dir, None, {}, create=False)
+    assert all(run.is_complete(stage) for stage in chain.split(","))
+    old_prior = open(os.path.join(run_dir, "prior_top", "model.keras"), "rb").read()
+
+    assert train.main(["vqvae", "--run_dir", run_dir, "--force"]) == 0
+    assert "codes, prior_top, prior_bottom, samples out of date" in capsys.readouterr().out
+    assert run.is_complete("vqvae") and run.is_complete("data")
+    assert not any(run.is_complete(stage) for stage in ("codes", "prior_top", "prior_bottom", "samples"))
+    assert open(os.path.join(run_dir, "prior_top", "model.keras"), "rb").read() == old_prior  # kept until redone
+    with pytest.raises(pipeline.RunError, match="no finished 'prior_top'.*prior --level top"):
+        run.require("prior_top", "generate")
+
+    calls.clear()
+    assert train.main(["--run_dir", run_dir, "--stages", chain]) == 0  # the pipeline redoes exactly what is stale
+    assert calls == ["codes", "prior_top", "prior_bottom", "samples"]
+    run.require("samples", "a test")
+
+
+def test_a_stage_built_from_another_upstream_is_refused_naming_what_to_redo(tmp_path):
+    run = pipeline.open_run(str(tmp_path / "r"), "quick", {})
+    for stage in ("vqvae", "codes", "prior_top"):
+        for name in pipeline.IDENTITY_FILES[stage]:
+            os.makedirs(os.path.dirname(os.path.join(run.path, name)), exist_ok=True)
+            with open(os.path.join(run.path, name), "wb") as handle:
+                handle.write(stage.encode())
+        run.mark_complete(stage, inputs=run.input_identities(stage))
+    run.require("prior_top", "generate")
+    with open(os.path.join(run.path, "vqvae", "model.keras"), "wb") as handle:
+        handle.write(b"another vqvae")  # stage 1 replaced behind the run's back
+    with pytest.raises(pipeline.RunError, match=r"'codes' was built from another 'vqvae'.*train.py codes .*--force"):
+        run.require("prior_top", "generate")
+    # a run finished by an earlier version records no inputs: the finishing times decide
+    legacy = pipeline.open_run(str(tmp_path / "old"), "quick", {})
+    for stage, finished in (("vqvae", "2026-01-02T00:00:00"), ("codes", "2026-01-01T00:00:00")):
+        atomic_write_json(os.path.join(legacy.stage_dir(stage), pipeline.COMPLETE), {"finished": finished})
+    with pytest.raises(pipeline.RunError, match="'vqvae' was redone after 'codes' finished"):
+        legacy.require("codes", "prior_top")
+
+
+def test_generate_refuses_priors_trained_on_codes_of_another_vqvae(tiny_prior_run, tmp_path, capsys):
+    run_dir = str(tmp_path / "copy")
+    shutil.copytree(tiny_prior_run, run_dir)
+    with open(os.path.join(run_dir, "codes", "train.npz"), "ab") as handle:
+        handle.write(b"\0")  # the codes changed after the priors were trained on them
+    assert generate.main(["--run_dir", run_dir, "--num_samples", "1", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "'prior_top' was built from another 'codes'" in error and "prior --level top" in error

@@ -114,13 +114,19 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
             print("[prior_top] a single-level VQ-VAE has no top codes; skipping")  # asked for alone, it errs
             continue
         if run.is_complete(stage) and not force:
+            reason = run.stale_reason(stage)
+            if reason:
+                raise pipeline.RunError(f"{reason}; redo it with `python train.py {pipeline.stage_command(stage)} "
+                                        f"--run_dir {run.path} --force`")
             print(f"[{stage}] already finished in {run.path}; skipping (use --force to redo)")
             results[stage] = pipeline.read_json(os.path.join(run.path, stage, pipeline.COMPLETE))
             continue
         print(f"[{stage}] starting")
         run.clear_complete(stage)
+        run.invalidate_downstream(stage)
+        inputs = run.input_identities(stage)
         summary = timer.run(stage, functions[stage], run, force)
-        run.mark_complete(stage, summary)
+        run.mark_complete(stage, summary, inputs)
         results[stage] = summary
     _print_final(run, results, timer)
     return results
