@@ -36,7 +36,11 @@ SPLITS = ("train", "validate", "test")
 SPLIT_FOLDER = "keras_png_slices_{split}"
 MASK_FOLDER = "keras_png_slices_seg_{split}"
 PHANTOM_MARKER = "SYNTHETIC_PHANTOM_DATA.txt"
-MAX_PIXELS = 1 << 26  # 67 million pixels: far beyond any MRI slice, far below a decompression bomb
+# Far beyond any MRI slice (a 256x256 8-bit slice decodes to 64 KiB and is ~30 KiB on disk), far below
+# what a decompression bomb would claim.
+MAX_IMAGE_BYTES = 1 << 28  # decoded pixel bytes: width x height x channels x bytes per sample
+MAX_FILE_BYTES = 1 << 26  # bytes read from disk per file
+_ADAM7_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 # case_012_slice_7.nii.png; a subject's second scan session may carry a tag: case_0012_mr2_slice_7.nii.png
 _SLICE_NAME = re.compile(r"(?:case|seg)_(\d+)(?:_mr\d+)?_slice_(\d+)", re.IGNORECASE)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,25 +72,43 @@ class PngHeader:
 
 # ----------------------------------------------------------------------------- validation
 
-def read_png_header(path: str, max_pixels: int = MAX_PIXELS) -> PngHeader:
+def _scanline_bytes(width: int, height: int, channels: int, bit_depth: int, interlaced: bool) -> int:
+    """Bytes of filtered scanlines (one filter byte per row) the image data must inflate to."""
+    def rows(w: int, h: int) -> int:
+        return h * ((w * channels * bit_depth + 7) // 8 + 1) if w and h else 0
+
+    if not interlaced:
+        return rows(width, height)
+    # Adam7: seven reduced images, each with its own rows; empty passes have no rows at all.
+    return sum(rows(max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy)))
+               for x0, y0, dx, dy in _ADAM7_PASSES)
+
+
+def read_png_header(path: str, max_image_bytes: int = MAX_IMAGE_BYTES,
+                    max_file_bytes: int = MAX_FILE_BYTES) -> PngHeader:
     """Fully validates the PNG at ``path`` and returns its header.
 
-    Checks the signature, every chunk's length and CRC, the header fields, the pixel count
-    against ``max_pixels`` (decompression bombs) and that the compressed image data inflates
-    to exactly the size the header implies (truncated or corrupt files).
+    Checks the signature (before reading further), the file size against ``max_file_bytes``,
+    every chunk's length and CRC, the header fields, the decoded size (width x height x
+    channels x bytes per sample, so 16-bit and RGBA images count in full) against
+    ``max_image_bytes`` (decompression bombs) and that the compressed image data inflates to
+    exactly the size the header implies, interlaced (Adam7) or not (truncated or corrupt files).
 
     Raises:
         BadImageError: naming ``path`` and what is wrong with it.
     """
     try:
         with open(path, "rb") as handle:
-            blob = handle.read()
+            blob = handle.read(len(_PNG_SIGNATURE))
+            if not blob:
+                raise BadImageError(path, "is an empty (zero-byte) file")
+            if blob != _PNG_SIGNATURE:
+                raise BadImageError(path, "is not a PNG image (wrong signature)")
+            blob += handle.read(max_file_bytes + 1 - len(blob))
     except OSError as error:
         raise BadImageError(path, f"cannot be read ({error.strerror})") from error
-    if not blob:
-        raise BadImageError(path, "is an empty (zero-byte) file")
-    if not blob.startswith(_PNG_SIGNATURE):
-        raise BadImageError(path, "is not a PNG image (wrong signature)")
+    if len(blob) > max_file_bytes:
+        raise BadImageError(path, f"is larger than the {max_file_bytes:,} bytes allowed for one slice")
     position = len(_PNG_SIGNATURE)
     header = None
     compressed = []
@@ -109,9 +131,12 @@ def read_png_header(path: str, max_pixels: int = MAX_PIXELS) -> PngHeader:
                 raise BadImageError(path, f"has an invalid colour type {color_type} / bit depth {bit_depth}")
             if width == 0 or height == 0:
                 raise BadImageError(path, "declares an empty image")
-            if width * height > max_pixels:
+            channels = _CHANNELS_BY_COLOR_TYPE[color_type]
+            decoded = width * height * channels * max(1, bit_depth // 8)
+            if decoded > max_image_bytes:
                 raise BadImageError(
-                    path, f"claims {width}x{height} pixels, more than the {max_pixels:,} allowed "
+                    path, f"claims {width}x{height} pixels x {channels} channels x {bit_depth} bits, "
+                          f"{decoded:,} bytes decoded, more than the {max_image_bytes:,} allowed "
                           "(possible decompression bomb)")
             header = (height, width, _CHANNELS_BY_COLOR_TYPE[color_type], bit_depth)
             interlaced = interlace == 1
@@ -125,8 +150,7 @@ def read_png_header(path: str, max_pixels: int = MAX_PIXELS) -> PngHeader:
     if not ended:
         raise BadImageError(path, "is truncated (no IEND chunk)")
     height, width, channels, bit_depth = header
-    row_bytes = (width * channels * bit_depth + 7) // 8
-    expected = height * (row_bytes + 1)
+    expected = _scanline_bytes(width, height, channels, bit_depth, interlaced)
     inflater = zlib.decompressobj()
     try:
         # Bounded inflation: a stream that inflates past the declared size is refused, not expanded.
@@ -135,7 +159,7 @@ def read_png_header(path: str, max_pixels: int = MAX_PIXELS) -> PngHeader:
         raise BadImageError(path, f"has corrupt image data ({error})") from error
     if not inflater.eof:
         raise BadImageError(path, "has incomplete or oversized image data")
-    if not interlaced and len(pixels) != expected:
+    if len(pixels) != expected:
         raise BadImageError(path, f"holds {len(pixels)} bytes of image data, expected {expected}")
     return PngHeader(height, width, channels, bit_depth)
 
@@ -375,6 +399,22 @@ class SliceFolder:
         raise DataError(f"no mask for {image_path} in {self.masks[split]} (looked for {candidates[0]})")
 
 
+def _refuse_shared_subjects(files: dict[str, list[str]]) -> None:
+    """Raises DataError naming the subjects found in more than one split folder: their slices would
+    leak between training and evaluation."""
+    splits_of: dict[str, set[str]] = {}
+    for split, paths in files.items():
+        for path in paths:
+            if parse_slice_name(path) is not None:
+                splits_of.setdefault(subject_of(path), set()).add(split)
+    shared = sorted(subject for subject, found in splits_of.items() if len(found) > 1)
+    if shared:
+        listed = ", ".join(f"case {s} ({'/'.join(sorted(splits_of[s], key=SPLITS.index))})" for s in shared[:10])
+        more = f" and {len(shared) - 10} more" if len(shared) > 10 else ""
+        raise DataError(f"{len(shared)} subjects appear in more than one split folder: {listed}{more}; a subject's "
+                        "slices must all be in one split, or held-out scores measure memory, not generalisation")
+
+
 def find_slices(data_dir: str, validate_fraction: float = 0.1, test_fraction: float = 0.1,
                 split_seed: int = 0) -> SliceFolder:
     """Finds the splits of ``data_dir`` (OASIS layout, or a flat folder split by subject).
@@ -394,7 +434,9 @@ def find_slices(data_dir: str, validate_fraction: float = 0.1, test_fraction: fl
     masks = {s: os.path.join(root, MASK_FOLDER.format(split=s)) for s in SPLITS
              if os.path.isdir(os.path.join(root, MASK_FOLDER.format(split=s)))}
     if present:
-        return SliceFolder(root, "oasis", {s: list_pngs(d) for s, d in present.items()}, masks, synthetic)
+        files = {s: list_pngs(d) for s, d in present.items()}
+        _refuse_shared_subjects(files)
+        return SliceFolder(root, "oasis", files, masks, synthetic)
     flat = list_pngs(root)
     if not flat:
         raise DataError(f"no PNG slices in {root}: expected keras_png_slices_{{train,validate,test}}/ folders "
@@ -452,8 +494,18 @@ def resolve_split(folder: SliceFolder, split: str, image_size: int | None = 256,
             height, width = next(iter(sizes))
         else:
             height = width = int(image_size)
-    mask_paths = [folder.mask_for(split, p) for p in scan.paths] if include_masks else None
-    return SplitSource(split, scan.paths, mask_paths, (height, width, 1), scan.skipped, folder.synthetic)
+    paths, mask_paths, skipped = scan.paths, None, scan.skipped
+    if include_masks:
+        # Masks get the same file checks as the slices; with on_bad_file="skip" a bad mask drops its pair.
+        wanted = [folder.mask_for(split, p) for p in paths]
+        masks = scan_files(wanted, folder.root, on_bad_file)
+        good = set(masks.paths)
+        paths, mask_paths = zip(*[(p, m) for p, m in zip(paths, wanted) if m in good]) if good else ((), ())
+        paths, mask_paths = list(paths), list(mask_paths)
+        skipped = skipped + masks.skipped
+        if not paths:
+            raise DataError(f"empty split: every mask of the {split} split of {folder.root} was skipped")
+    return SplitSource(split, paths, mask_paths, (height, width, 1), skipped, folder.synthetic)
 
 
 def _load_uint8(path, shape: tuple[int, int, int], resize_method: str):

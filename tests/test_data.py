@@ -199,3 +199,113 @@ def test_data_benchmark_json(tiny_phantom, capsys):
     results = json.loads(capsys.readouterr().out)
     assert results["images"] == 16
     assert results["cold_images_per_s"] > 0 and results["cached_images_per_s"] > 0
+
+
+def _chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _adam7_png(image):
+    """An interlaced (Adam7) 8-bit greyscale PNG of ``image``, written by hand (filter 0 on every row)."""
+    height, width = image.shape
+    raw = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)):
+        reduced = image[y0::dy, x0::dx]
+        if reduced.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in reduced)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (3, 5), (1, 1), (13, 9)])
+def test_interlaced_pngs_are_accepted_and_read_like_any_other(tmp_path, shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    train = tmp_path / "keras_png_slices_train"
+    train.mkdir()
+    (train / "case_001_slice_0.nii.png").write_bytes(_adam7_png(image))
+    header = data.read_png_header(str(train / "case_001_slice_0.nii.png"))
+    assert (header.height, header.width, header.channels) == (shape[0], shape[1], 1)
+    config = DataConfig(data_dir=str(tmp_path), image_size=shape[0], resize_method="none")
+    if shape[0] == shape[1]:
+        dataset, _ = data.load_split(config, "train", batch_size=1)
+        np.testing.assert_array_equal(np.round(next(iter(dataset)).numpy()[0, ..., 0] * 255), image)
+    if shape[0] > 1:  # the image data of a smaller image under this header is refused
+        broken = tmp_path / "broken.png"
+        broken.write_bytes(_adam7_png(image)[:33] + _adam7_png(image[:-1])[33:])
+        with pytest.raises(data.BadImageError, match="bytes of image data"):
+            data.read_png_header(str(broken))
+
+
+def test_decoded_size_counts_channels_and_bit_depth(tmp_path):
+    grey = write_png(tmp_path / "grey.png", np.zeros((64, 64), np.uint8))
+    rgba16 = tmp_path / "rgba16.png"
+    rows = b"".join(b"\0" + bytes(64 * 4 * 2) for _ in range(64))
+    rgba16.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 16, 6, 0, 0, 0))
+                       + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    assert data.read_png_header(str(rgba16)).channels == 4
+    assert data.read_png_header(str(grey), max_image_bytes=20000).channels == 1  # 4,096 bytes decoded
+    with pytest.raises(data.BadImageError, match="4 channels x 16 bits, 32,768 bytes decoded"):
+        data.read_png_header(str(rgba16), max_image_bytes=20000)
+
+
+def test_file_bytes_are_capped_and_the_signature_is_checked_first(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    big.write_bytes(_good_png_bytes() + b"\0" * 100_000)
+    with pytest.raises(data.BadImageError, match="larger than the 50,000 bytes"):
+        data.read_png_header(str(big), max_file_bytes=50_000)
+    read = []
+
+    class Counting:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def read(self, size=-1):
+            chunk = self.handle.read(size)
+            read.append(len(chunk))
+            return chunk
+
+    monkeypatch.setattr(data, "open", lambda path, mode: Counting(open(path, mode)), raising=False)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png" * 200_000)
+    with pytest.raises(data.BadImageError, match="wrong signature"):
+        data.read_png_header(str(junk))
+    assert sum(read) == 8  # the signature only, not 1.8 MB
+    read.clear()
+    with pytest.raises(data.BadImageError, match="larger than"):
+        data.read_png_header(str(big), max_file_bytes=50_000)
+    assert sum(read) == 50_001
+
+
+def test_masks_get_the_same_file_checks(tiny_phantom, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_phantom, root)
+    masks = sorted((root / "keras_png_slices_seg_validate").iterdir())
+    masks[0].write_bytes(b"not an image")
+    config = DataConfig(data_dir=str(root), image_size=64, include_masks=True)
+    with pytest.raises(data.BadImageError, match=f"{masks[0].name}.*not a PNG"):
+        data.load_split(config, "validate", batch_size=3)
+    config.on_bad_file = "skip"
+    with pytest.warns(UserWarning, match="skipped 1 of"):
+        _, source = data.load_split(config, "validate", batch_size=3)
+    assert len(source.paths) == len(source.mask_paths) == len(masks) - 1
+    assert str(masks[0]) not in source.mask_paths
+
+
+def test_a_subject_in_two_split_folders_is_refused(tmp_path):
+    for split, cases in (("train", (1, 2, 3)), ("validate", (3, 4)), ("test", (2, 5))):
+        for case in cases:
+            write_png(tmp_path / f"keras_png_slices_{split}" / f"case_{case:03d}_slice_0.nii.png",
+                      np.zeros((8, 8), np.uint8))
+    with pytest.raises(data.DataError, match=r"2 subjects appear in more than one split folder: "
+                                             r"case 002 \(train/test\), case 003 \(train/validate\)"):
+        data.find_slices(str(tmp_path))
