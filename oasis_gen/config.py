@@ -83,7 +83,7 @@ class PriorConfig:
     hidden_channels: int = _field(128, "channels of the gated stacks")
     num_layers: int = _field(12, "gated PixelCNN blocks")
     kernel_size: int = _field(5, "vertical/horizontal stack kernel size (odd)")
-    num_attention_blocks: int = _field(2, "causal self-attention blocks (top prior only)")
+    num_attention_blocks: int = _field(2, "causal self-attention blocks (top prior only: the bottom prior refuses any)")
     num_heads: int = _field(4, "attention heads")
     num_conditioning_layers: int = _field(4, "residual blocks of the top-code conditioning stack (bottom prior only)")
     dropout: float = _field(0.1, "dropout rate inside the gated blocks")
@@ -100,6 +100,29 @@ class DCGANConfig:
     base_channels: int = _field(64, "discriminator channels in its first layer (doubling per layer)")
     label_smoothing: float = _field(0.1, "one-sided label smoothing: real targets are 1 - this")
     discriminator_learning_rate: float = _field(2e-4, "Adam learning rate of the discriminator (beta1 0.5)")
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    """What the pipeline's ``samples`` and ``evaluate`` stages generate (``generate.py`` has its own flags)."""
+
+    num_samples: int = _field(16, "slices the samples stage writes to samples/")
+    evaluation_samples: int = _field(64, "slices the evaluate stage generates and scores against the test split")
+    temperature: str = _field("1.0", "softmax temperature of both priors, or TOP,BOTTOM (e.g. 0.9,1.0)")
+    top_k: str = _field("0", "sample among the k likeliest codes (0: all), or TOP,BOTTOM")
+    seed: int = _field(0, "seed of the sampling noise and of the drawn slice positions")
+    batch_size: int = _field(8, "slices sampled together")
+
+
+def one_or_pair(text: str, kind, flag: str):
+    """``kind(text)``, or a ``(top, bottom)`` tuple from ``"TOP,BOTTOM"``; ValueError naming ``flag`` otherwise."""
+    try:
+        values = [kind(part) for part in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise ValueError(f"{flag} takes one number or TOP,BOTTOM, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 @dataclasses.dataclass
@@ -122,6 +145,9 @@ class TrainConfig:
                 "distances, EMA statistics, losses and logits stay float32",
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
     strategy: str = _field("default", "tf.distribute strategy", choices=("default", "mirrored", "multiworker"))
+    op_determinism: bool = _field(
+        False, "bit-for-bit repeatable training on a GPU: deterministic kernels (slower, often 10-30% on convolution "
+               "backprop; CPU kernels are deterministic already); the data order is fixed by --deterministic")
     time_limit_minutes: float = _field(0.0, "stop training cleanly after this many minutes (0: no limit)")
     checkpoint_steps: int = _field(200, "also checkpoint the full training state every N steps (0: at epoch "
                                         "ends only)")
@@ -135,10 +161,11 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     vqvae: VQVAEConfig = dataclasses.field(default_factory=VQVAEConfig)
     top_prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
-    bottom_prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
+    bottom_prior: PriorConfig = dataclasses.field(default_factory=lambda: PriorConfig(num_attention_blocks=0))
     vqvae_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     top_prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     bottom_prior_train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     dcgan: DCGANConfig = dataclasses.field(default_factory=DCGANConfig)
     dcgan_train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(batch_size=64, epochs=25, learning_rate=2e-4))

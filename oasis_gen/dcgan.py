@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from oasis_gen.quantizer import squared_distances
+from oasis_gen.training import replica_logs
 
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
 
@@ -157,8 +158,8 @@ class LatentDCGAN(keras.Model):
         for name, value in (("d_loss", d_loss), ("g_loss", g_loss),
                             ("d_real_accuracy", tf.reduce_mean(tf.cast(real_logits > 0, tf.float32))),
                             ("d_fake_accuracy", tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32)))):
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+            self.trackers[name].update_state(value, sample_weight=tf.cast(batch, tf.float32))
+        return replica_logs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def get_config(self):
         config = super().get_config()

@@ -30,9 +30,15 @@ def ms_ssim(images, reconstructions):
                                     power_factors=tuple(weights / weights.sum()), filter_size=11)
 
 
+# A reconstruction identical to its slice has infinite PSNR; it is counted at the PSNR of the noise
+# that rounding to 8 bits adds (MSE = (1/255)^2 / 12): 58.9 dB, above any real reconstruction's.
+PERFECT_MSE = (1.0 / 255.0) ** 2 / 12.0
+PERFECT_PSNR_DB = 10.0 * math.log10(1.0 / PERFECT_MSE)
+
+
 def psnr(images, reconstructions):
-    """Per-image PSNR in dB [B]."""
-    return tf.image.psnr(images, reconstructions, max_val=1.0)
+    """Per-image PSNR in dB [B], at most ``PERFECT_PSNR_DB`` (a perfect reconstruction counts as that)."""
+    return tf.minimum(tf.image.psnr(images, reconstructions, max_val=1.0), PERFECT_PSNR_DB)
 
 
 def code_statistics(counts: np.ndarray) -> dict:
@@ -90,15 +96,16 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
         for name, value in batch_counts.items():
             counts[name] += value.numpy()
     arrays = {key: np.concatenate(value) for key, value in values.items()}
-    psnr_values = arrays["psnr"][np.isfinite(arrays["psnr"])]
+    psnr_values = arrays["psnr"]  # perfect slices count at PERFECT_PSNR_DB, not dropped
     brain = np.isfinite(arrays["ssim_brain"])  # a slice with no head has no brain-only score
-    brain_psnr = arrays["psnr_brain"][brain & np.isfinite(arrays["psnr_brain"])]  # a perfect head is infinite
+    brain_psnr = arrays["psnr_brain"][brain]
     return {
         "images": int(arrays["ssim"].size),
         "ssim_mean": float(arrays["ssim"].mean()), "ssim_std": float(arrays["ssim"].std()),
         "ssim_min": float(arrays["ssim"].min()),
         "ms_ssim_mean": float(arrays["ms_ssim"].mean()),
         "psnr_mean": float(psnr_values.mean()), "psnr_std": float(psnr_values.std()),
+        "perfect_slices": int(np.sum(psnr_values >= PERFECT_PSNR_DB - 1e-3)),
         "mse_mean": float(arrays["mse"].mean()), "levels": len(counts),
         "ssim_brain_mean": float(arrays["ssim_brain"][brain].mean()) if brain.any() else None,
         "ssim_brain_std": float(arrays["ssim_brain"][brain].std()) if brain.any() else None,
@@ -197,6 +204,7 @@ def masked_psnr(images, reconstructions, mask):
     inside = tf.cast(mask, tf.float32)
     squared = tf.square(tf.cast(images, tf.float32) - tf.cast(reconstructions, tf.float32)) * inside
     mse = tf.reduce_sum(squared, axis=[1, 2, 3]) / tf.reduce_sum(inside, axis=[1, 2, 3])
+    mse = tf.where(tf.math.is_nan(mse), mse, tf.maximum(mse, PERFECT_MSE))  # NaN: no head in the slice
     return 10.0 * tf.math.log(1.0 / mse) / math.log(10.0)
 
 

@@ -28,7 +28,7 @@ COMPLETE = "COMPLETE"
 SECTION_OWNERS = {"data": ("data", "vqvae", "codes"), "vqvae": ("vqvae",), "vqvae_train": ("vqvae",),
                   "top_prior": ("prior_top",), "top_prior_train": ("prior_top",),
                   "bottom_prior": ("prior_bottom",), "bottom_prior_train": ("prior_bottom",),
-                  "dcgan": ("prior_dcgan",), "dcgan_train": ("prior_dcgan",)}
+                  "dcgan": ("prior_dcgan",), "dcgan_train": ("prior_dcgan",), "sampling": ("samples", "evaluate")}
 
 
 # The finished stages each stage reads. Redoing a stage invalidates everything downstream of it.

@@ -21,6 +21,8 @@ import math
 import keras
 import tensorflow as tf
 
+from oasis_gen.seeds import derive_seed
+from oasis_gen.training import replica_logs
 from oasis_gen.training import scale_loss_for_replicas as _scale_for_replicas
 
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
@@ -113,7 +115,8 @@ class StepDropout(keras.layers.Layer):
 
     The step counter is a saved weight, so a model restored from a checkpoint draws exactly the
     masks an uninterrupted run would have drawn (Keras' ``Dropout`` keeps its RNG state outside the
-    saved weights, which breaks an exact resume).
+    saved weights, which breaks an exact resume). Under ``tf.distribute`` the replica's index is
+    folded into the key, so replicas draw different masks for their parts of the batch.
 
     Args:
         rate (float): fraction of units dropped while training, in [0, 1).
@@ -135,7 +138,12 @@ class StepDropout(keras.layers.Layer):
         if not training or self.rate == 0.0:
             return inputs
         step = self.step.assign_add(1)
-        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=tf.stack([tf.constant(self.seed, tf.int64), step]))
+        key = tf.constant(self.seed, tf.int64)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int64)
+            key = key * 4096 + replica_id + 1  # replica r of a distributed run: a stream of its own
+        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=tf.stack([key, step]))
         return tf.where(keep >= self.rate, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
 
     def load_own_variables(self, store):
@@ -369,7 +377,7 @@ class _GatedPixelCNN(keras.Model):
     def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
                  num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1, num_attention_blocks: int = 0,
                  num_heads: int = 4, conditional: bool = False, num_positions: int = 0,
-                 position_frequencies: list[float] | None = None, **kwargs):
+                 position_frequencies: list[float] | None = None, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if num_embeddings < 2 or min(height, width, hidden_channels, num_layers) < 1:
             raise ValueError(f"invalid prior sizes: num_embeddings={num_embeddings}, grid {height}x{width}, "
@@ -386,6 +394,7 @@ class _GatedPixelCNN(keras.Model):
         self.dropout = dropout
         self.num_attention_blocks = num_attention_blocks
         self.num_heads = num_heads
+        self.seed = seed
         if num_positions < 0 or (position_frequencies is not None and len(position_frequencies) != num_positions):
             raise ValueError(f"num_positions must be >= 0 with one frequency per position, got {num_positions} and "
                              f"{position_frequencies}")
@@ -395,7 +404,8 @@ class _GatedPixelCNN(keras.Model):
                                      else [1.0 / num_positions] * num_positions if num_positions else [])
         self.embedding = keras.layers.Embedding(num_embeddings, hidden_channels, name="code_embedding")
         self.blocks = [GatedBlock(hidden_channels, kernel_size, dropout, first=(i == 0), conditional=conditional,
-                                  seed=i, num_positions=num_positions, name=f"gated_{i}") for i in range(num_layers)]
+                                  seed=derive_seed(seed, f"dropout/{i}") if seed else i, num_positions=num_positions,
+                                  name=f"gated_{i}") for i in range(num_layers)]
         # Attention after evenly spaced gated blocks (the last one among them).
         self.attention_after = {round((a + 1) * num_layers / num_attention_blocks) - 1: a
                                 for a in range(num_attention_blocks)} if num_attention_blocks else {}
@@ -443,6 +453,14 @@ class _GatedPixelCNN(keras.Model):
         return tfp.distributions.Categorical(logits=self(inputs, training=False))
 
     # -------------------------------------------------------------------------- training
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a multi-worker strategy Keras 3 averages the first distributed batch to build the model
+        # symbolically, and that reduce fails on dict inputs ("unsupported type <class 'dict'>"). A prior is
+        # built when it is made and compiles no losses or metrics, so there is nothing left to build.
+        if self.built and getattr(self.distribute_strategy.extended, "_in_multi_worker_mode", lambda: False)():
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         return list(self.trackers.values())
@@ -451,22 +469,23 @@ class _GatedPixelCNN(keras.Model):
         codes = tf.cast(self.target_codes(inputs), tf.int32)
         nats = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=codes, logits=logits))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), codes), tf.float32))
-        return nats, accuracy
+        return nats, accuracy, tf.cast(tf.shape(codes)[0], tf.float32)
 
-    def _track(self, nats, accuracy):
-        self.trackers["loss"].update_state(nats)
-        self.trackers["bits_per_code"].update_state(nats / math.log(2.0))
-        self.trackers["accuracy"].update_state(accuracy)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+    def _track(self, nats, accuracy, batch):
+        # weighted by the batch size: a short last batch counts for its maps, not as much as a full one
+        self.trackers["loss"].update_state(nats, sample_weight=batch)
+        self.trackers["bits_per_code"].update_state(nats / math.log(2.0), sample_weight=batch)
+        self.trackers["accuracy"].update_state(accuracy, sample_weight=batch)
+        return replica_logs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
             logits = self(data, training=True)
-            nats, accuracy = self._step_values(data, logits)
+            nats, accuracy, batch = self._step_values(data, logits)
             scaled = _scale_for_replicas(self.optimizer, nats)
         gradients = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return self._track(nats, accuracy)
+        return self._track(nats, accuracy, batch)
 
     def test_step(self, data):
         logits = self(data, training=False)
@@ -478,7 +497,8 @@ class _GatedPixelCNN(keras.Model):
                        "hidden_channels": self.hidden_channels, "num_layers": self.num_layers,
                        "kernel_size": self.kernel_size, "dropout": self.dropout,
                        "num_attention_blocks": self.num_attention_blocks, "num_heads": self.num_heads,
-                       "num_positions": self.num_positions, "position_frequencies": self.position_frequencies})
+                       "num_positions": self.num_positions, "position_frequencies": self.position_frequencies,
+                       "seed": self.seed})
         return config
 
 
@@ -577,7 +597,7 @@ class BottomPrior(_GatedPixelCNN):
 
 
 def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bottom_grid: int,
-                conditional: bool = True, position_frequencies: list[float] | None = None):
+                conditional: bool = True, position_frequencies: list[float] | None = None, seed: int = 0):
     """A built ``TopPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes.
 
     ``conditional=False`` gives the bottom map of a single-level VQ-VAE an unconditional prior (a
@@ -586,6 +606,11 @@ def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bo
     """
     positions = {"num_positions": len(position_frequencies), "position_frequencies": list(position_frequencies)} \
         if position_frequencies else {}
+    positions["seed"] = seed
+    if level == "bottom" and conditional and prior_config.num_attention_blocks:
+        raise ValueError(f"the bottom prior has no attention blocks (num_attention_blocks is "
+                         f"{prior_config.num_attention_blocks}; set it to 0): attention over its "
+                         f"{bottom_grid}x{bottom_grid} map costs {bottom_grid ** 4:,} scores per head and image")
     if level == "top" or (level == "bottom" and not conditional):
         grid = top_grid if level == "top" else bottom_grid
         model = TopPrior(num_embeddings, grid, grid, prior_config.hidden_channels, prior_config.num_layers,

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from oasis_gen.prior import BottomPrior, TopPrior, _gate
+from oasis_gen.seeds import derive_seed
 
 GREEDY_TEMPERATURE = 1e-6
 
@@ -37,7 +38,7 @@ def gumbel_noise(batch_size: int, positions: int, num_embeddings: int, seed: int
     Drawn once per batch, outside any XLA-compiled code: stateless random ops may give other bits
     under XLA, and both samplers must see exactly the same noise.
     """
-    seeds = tf.constant([seed * 100003 + chunk, 0], tf.int64)
+    seeds = tf.constant([seed, chunk], tf.int64)
     uniform = tf.random.stateless_uniform((positions, batch_size, num_embeddings), seed=seeds, minval=1e-20,
                                           maxval=1.0)
     return -tf.math.log(-tf.math.log(uniform))
@@ -367,10 +368,10 @@ def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature=1.0, 
         top = None
         if top_prior is not None:
             top = PriorSampler(top_prior, method, batch_size)(
-                num_samples, None, top_temperature, top_top_k, seed, bar,
+                num_samples, None, top_temperature, top_top_k, derive_seed(seed, "sampling/top"), bar,
                 slice_positions if top_prior.num_positions else None)
         bottom = PriorSampler(bottom_prior, method, batch_size)(
-            num_samples, top, bottom_temperature, bottom_top_k, seed + 1, bar,
+            num_samples, top, bottom_temperature, bottom_top_k, derive_seed(seed, "sampling/bottom"), bar,
             slice_positions if bottom_prior.num_positions else None)
     return {"images": decode_in_batches(vqvae, top, bottom, batch_size), "top": top, "bottom": bottom,
             "position": None if slice_positions is None else np.asarray(slice_positions, np.int32)}

@@ -88,6 +88,8 @@ def _reconstruction_grid_callback(images: np.ndarray, folder: str, synthetic: bo
     from oasis_gen.training import image_grid
 
     class ReconstructionGrid(keras.callbacks.Callback):
+        writes_files = True  # the chief's alone under a multi-worker strategy
+
         def on_epoch_end(self, epoch, logs=None):
             reconstructions = self.model(images, training=False).numpy()
             label = f"epoch {epoch + 1}: inputs (top) over reconstructions (bottom)"
@@ -225,7 +227,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     fitted = training.fit_stage(
         f"the {level} prior", folder,
         lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid,
-                            conditional=vqvae.levels == 2, position_frequencies=frequencies),
+                            conditional=vqvae.levels == 2, position_frequencies=frequencies, seed=train_cfg.seed),
         train_stream, val_ds, train_cfg, monitor="val_bits_per_code", mode="min",
         steps_per_epoch=train_cfg.steps_per_epoch or len(splits["train"]["bottom"]) // train_cfg.batch_size,
         force=force,
@@ -287,6 +289,8 @@ def stage_prior_dcgan(run: Run, force: bool = False) -> dict:
     synthetic = _slices(run).synthetic
 
     class SampleGrid(keras.callbacks.Callback):
+        writes_files = True
+
         def on_epoch_end(self, epoch, logs=None):
             images = sampling.decode_in_batches(vqvae, None, self.model.sample_codes(8, seed=0))
             training.image_grid([images], os.path.join(plots, f"samples_epoch_{epoch + 1:03d}.png"),
@@ -316,24 +320,33 @@ stage_prior_top = _prior_stage("top")
 stage_prior_bottom = _prior_stage("bottom")
 
 
+def _sampling_settings(run: Run) -> dict:
+    from oasis_gen.config import one_or_pair
+
+    cfg = run.config.sampling
+    return {"temperature": one_or_pair(cfg.temperature, float, "sampling.temperature"),
+            "top_k": one_or_pair(cfg.top_k, int, "sampling.top_k"), "seed": cfg.seed, "batch_size": cfg.batch_size}
+
+
 def stage_samples(run: Run, force: bool = False) -> dict:
-    """Generates 16 slices with the cached sampler into ``samples/`` (PNGs, grid, codes, GIF)."""
+    """Generates ``sampling.num_samples`` slices with the cached sampler into ``samples/`` (PNGs, grid, codes, GIF)."""
     from oasis_gen.cli.generate import run_generation
 
-    summary = run_generation(run.path, num_samples=16, temperature=1.0, seed=0, batch_size=8,
+    summary = run_generation(run.path, num_samples=run.config.sampling.num_samples, **_sampling_settings(run),
                              out=os.path.join(run.path, "samples"), gif=True)
     return {"samples": summary["num_samples"], "seconds_per_brain": summary["seconds_per_brain"],
             "grid": os.path.join(summary["out"], "grid.png")}
 
 
-EVALUATION_SAMPLES = 64
-
-
 def stage_evaluate(run: Run, force: bool = False) -> dict:
-    """Scores 64 new samples against the test split (``samples/metrics.json``, ``samples/report.md``)."""
+    """Scores ``sampling.evaluation_samples`` new samples against the test split (``samples/metrics.json``,
+    ``samples/report.md``)."""
     from oasis_gen.sample_quality import evaluate_samples
 
-    results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=EVALUATION_SAMPLES, seed=0)
+    settings = _sampling_settings(run)
+    results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=run.config.sampling.evaluation_samples,
+                               temperature=settings["temperature"], seed=settings["seed"],
+                               batch_size=settings["batch_size"])
     print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (floor {results['c2st_auc_floor']:.3f}, "
           f"reconstructions {results['c2st_auc_reconstructions']:.3f}), "
           f"FD brain {results['fd_brain']:.2f} (floor {results['fd_brain_floor']:.2f}), "

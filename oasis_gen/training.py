@@ -14,6 +14,8 @@ import csv
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 import zipfile
 
@@ -157,8 +159,10 @@ class StageCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, folder: str, monitor: str, mode: str = "max", best: float | None = None,
-                 steps_per_epoch: int = 1, every_steps: int = 0, epoch: int = 0, step: int = 0):
+                 steps_per_epoch: int = 1, every_steps: int = 0, epoch: int = 0, step: int = 0,
+                 clock: "TrainClock | None" = None):
         super().__init__()
+        self.clock = clock or TrainClock()
         self.folder = folder
         self.monitor = monitor
         self.mode = mode
@@ -173,11 +177,14 @@ class StageCheckpoint(keras.callbacks.Callback):
             return True
         return value > self.best if self.mode == "max" else value < self.best
 
-    def _save(self) -> None:
+    def _weights_finite(self) -> bool:
         # Logged losses predate the step's update, so check the weights themselves: never save a
         # state a diverging step has already broken.
-        if not all(np.isfinite(weights).all() for weights in self.model.get_weights()
-                   if np.issubdtype(np.asarray(weights).dtype, np.floating)):
+        return all(np.isfinite(weights).all() for weights in self.model.get_weights()
+                   if np.issubdtype(np.asarray(weights).dtype, np.floating))
+
+    def _save(self) -> None:
+        if not self._weights_finite():
             return
         # The state file first, then the JSON that points at it (the commit), then older state files:
         # a crash at any point leaves a JSON naming a complete file whose step it records.
@@ -185,7 +192,8 @@ class StageCheckpoint(keras.callbacks.Callback):
         save_model_atomic(self.model, os.path.join(self.folder, name))
         atomic_write_json(os.path.join(self.folder, "checkpoint.json"),
                           {"file": name, "epoch": self.epoch, "step": self.step,
-                           "steps_per_epoch": self.steps_per_epoch, "best": self.best, "monitor": self.monitor})
+                           "steps_per_epoch": self.steps_per_epoch, "best": self.best, "monitor": self.monitor,
+                           "train_seconds": round(self.clock.total(), 1)})
         remove_stale_checkpoints(self.folder, keep=name)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -202,7 +210,8 @@ class StageCheckpoint(keras.callbacks.Callback):
         self.epoch = epoch + 1
         self.step = self.epoch * self.steps_per_epoch
         value = logs.get(self.monitor) if self.monitor else None
-        if self.monitor is None or (value is not None and self._improved(float(value))):
+        improved = self.monitor is None or (value is not None and self._improved(float(value)))
+        if improved and self._weights_finite():  # unmonitored models (the DCGAN) too: never a NaN model.keras
             self.best = None if value is None else float(value)
             save_model_atomic(self.model, os.path.join(self.folder, "model.keras"))
         self._save()
@@ -249,17 +258,29 @@ class CodebookWatch(keras.callbacks.Callback):
                   f"no longer tracks the encoder; try a lower --learning_rate or a lower --decay.", flush=True)
 
 
-class TimeLimit(keras.callbacks.Callback):
-    """Stops training cleanly (at an epoch end) once ``minutes`` have passed; 0 means no limit."""
+class TrainClock:
+    """Training seconds of a stage over all its sessions: those a checkpoint recorded plus this session's."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, before: float = 0.0):
+        self.before = float(before)
+        self.start = time.monotonic()
+
+    def total(self) -> float:
+        return self.before + time.monotonic() - self.start
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training cleanly (at an epoch end) once ``minutes`` of training have passed, counting
+    the time earlier sessions recorded in their checkpoint (``clock``); 0 means no limit."""
+
+    def __init__(self, minutes: float, clock: TrainClock | None = None):
         super().__init__()
         self.minutes = minutes
-        self.start = time.monotonic()
+        self.clock = clock or TrainClock()
         self.reached = False
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.minutes and time.monotonic() - self.start > 60.0 * self.minutes:
+        if self.minutes and self.clock.total() > 60.0 * self.minutes:
             self.reached = True
             self.model.stop_training = True
 
@@ -371,6 +392,45 @@ def remove_stale_checkpoints(folder: str, keep: str | None = None) -> None:
             os.remove(os.path.join(folder, name))
 
 
+_PROCESS_STRATEGY = None  # the multi-worker strategy, created once at process start
+
+
+class WorkerFinished(Exception):
+    """A non-chief worker has done its share of a multi-worker training stage; the chief writes the results."""
+
+
+def start_multiworker():
+    """Creates the ``MultiWorkerMirroredStrategy`` that ``TF_CONFIG`` describes, once per process.
+
+    TensorFlow configures collective ops only before its first operation, so ``train.py`` calls
+    this at start-up, before any stage touches TensorFlow.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is not set.
+        RuntimeError: TensorFlow already ran an operation in this process.
+    """
+    global _PROCESS_STRATEGY
+    if _PROCESS_STRATEGY is None:
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable (the cluster and "
+                             "this worker's task) on every worker")
+        import tensorflow as tf
+
+        _PROCESS_STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+    return _PROCESS_STRATEGY
+
+
+def is_chief(strategy=None) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker strategy (the chief is task
+    ``chief``, or worker 0 of a cluster without one)."""
+    resolver = getattr(strategy or _PROCESS_STRATEGY, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
 def distribution_strategy(train_config):
     """The ``tf.distribute`` strategy a ``TrainConfig`` asks for, with its precision policy applied.
 
@@ -385,7 +445,11 @@ def distribution_strategy(train_config):
     if train_config.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     if train_config.strategy == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if _PROCESS_STRATEGY is None:
+            raise RuntimeError("the multi-worker strategy must exist before TensorFlow's first operation: train "
+                               "through `python train.py STAGE --strategy multiworker` (or call "
+                               "oasis_gen.training.start_multiworker() first thing)")
+        return _PROCESS_STRATEGY
     if train_config.strategy != "default":
         raise ValueError(f"strategy must be default, mirrored or multiworker, got {train_config.strategy!r}")
     return tf.distribute.get_strategy()
@@ -412,6 +476,21 @@ def make_optimizer(train_config, optimizer=None, total_steps: int = 0):
     if resolve_precision(train_config.precision) == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def replica_logs(logs: dict) -> dict:
+    """A train/test step's logs, shaped for the strategy that will reduce them.
+
+    Keras 3 reduces the logs of a multi-worker step with ``strategy.reduce("MEAN", value, axis=0)``,
+    which fails on a scalar ("Invalid reduction dimension 0 for input with 0 dimensions"); there
+    each value becomes a 1-vector, whose mean over replicas is the scalar again. Elsewhere the logs
+    pass unchanged."""
+    import tensorflow as tf
+
+    extended = tf.distribute.get_strategy().extended
+    if getattr(extended, "_in_multi_worker_mode", lambda: False)():  # the test Keras itself makes
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
 
 
 def scale_loss_for_replicas(optimizer, loss):
@@ -457,8 +536,23 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
 
 def _fit(name, folder, build, train_stream, validation_dataset, train_config, monitor, mode, steps_per_epoch,
          force, extra_callbacks, panels, verbose, optimizer) -> dict:
-    state = None if force else read_checkpoint_state(folder)
+    if train_config.op_determinism:
+        import tensorflow as tf
+
+        # Process-wide and permanent: GPU kernels (convolution backprop, segment sums, scatter) take
+        # their deterministic, slower paths. CPU kernels here are deterministic already.
+        tf.config.experimental.enable_op_determinism()
+        print(f"{name}: deterministic kernels on (tf.config.experimental.enable_op_determinism)")
+    state = None if force else read_checkpoint_state(folder)  # every worker resumes from the chief's checkpoint
     strategy = distribution_strategy(train_config)
+    chief = is_chief(strategy)
+    if train_config.strategy == "multiworker" and train_config.time_limit_minutes:
+        raise ValueError(f"{name}: --time_limit_minutes cannot be used with --strategy multiworker (workers whose "
+                         "clocks disagree would stop at different epochs and wait for each other); set --epochs")
+    if not chief:
+        # A worker trains in step with the chief but writes only to a scratch folder of its own.
+        folder = tempfile.mkdtemp(prefix=f"oasis_gen_worker{strategy.cluster_resolver.task_id}_")
+        extra_callbacks = [c for c in extra_callbacks if not getattr(c, "writes_files", False)]
     with strategy.scope():
         total_steps = train_config.epochs * steps_per_epoch
         if state is not None:
@@ -490,10 +584,16 @@ def _fit(name, folder, build, train_stream, validation_dataset, train_config, mo
         print(f"resuming {name} from {state['path']} at epoch {epoch + 1}, step {step}")
     history_path = os.path.join(folder, "history.csv")
     non_finite = StopOnNonFinite(step)
-    time_limit = TimeLimit(train_config.time_limit_minutes)
+    clock = TrainClock(state.get("train_seconds", 0.0) if state else 0.0)
+    if state is not None and train_config.time_limit_minutes:
+        print(f"{name}: {clock.before / 60:.1f} of its {train_config.time_limit_minutes:g} minutes were trained "
+              "before this resume")
+    time_limit = TimeLimit(train_config.time_limit_minutes, clock)
+    if train_config.time_limit_minutes and clock.before >= 60.0 * train_config.time_limit_minutes:
+        time_limit.reached = True  # the budget was spent before the interruption: nothing more to train
     checkpoint = StageCheckpoint(folder, monitor, mode, best=state["best"] if state else None,
                                  steps_per_epoch=steps_per_epoch, every_steps=train_config.checkpoint_steps,
-                                 epoch=epoch, step=step)
+                                 epoch=epoch, step=step, clock=clock)
     phases = []  # (first epoch, end epoch, steps per epoch): a partial epoch first when resuming mid-epoch
     if 0 < done_in_epoch < steps_per_epoch:
         phases.append((epoch, epoch + 1, steps_per_epoch - done_in_epoch))
@@ -516,6 +616,10 @@ def _fit(name, folder, build, train_stream, validation_dataset, train_config, mo
                 if last else "no checkpoint had been written, so there is none")
         raise NonFiniteLoss(f"{name}: the loss became NaN/Inf at training step {non_finite.failed_at}; {kept}. "
                             f"Try a lower --learning_rate.")
+    if not chief:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise WorkerFinished(f"{name}: this worker's share is done; the chief writes the model and results")
     return {"epochs_trained": len(read_history(history_path).get("epoch", [])),
             "train_seconds_this_session": round(time.perf_counter() - start, 1),
+            "train_seconds_total": round(clock.total(), 1),
             "stopped_by_time_limit": time_limit.reached}

@@ -15,9 +15,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from oasis_gen.training import replica_logs
 from oasis_gen.training import scale_loss_for_replicas as _scale_for_replicas
 
+from oasis_gen.metrics import psnr
 from oasis_gen.quantizer import VectorQuantizerEMA
+from oasis_gen.seeds import derive_seed
 
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
 
@@ -153,12 +156,14 @@ class VQVAE2(keras.Model):
             self.top_encoder = [_conv(num_hiddens, 4, 2, "enc_t_down"), *coarser,
                                 _conv(num_hiddens, 3, 1, "enc_t_conv"), residual("enc_t_res")]
             self.top_pre_quantize = _conv(embedding_dim, 1, 1, "top_pre_vq")
-            self.top_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed, name="top_quantizer")
+            self.top_quantizer = VectorQuantizerEMA(**quantizer_args, seed=derive_seed(seed, "restart/top"),
+                                                   name="top_quantizer")
             finer = [_deconv(num_hiddens, 4, 2, "dec_t_up2")] if top_downsample == 4 else []
             self.top_decoder = [_conv(num_hiddens, 3, 1, "dec_t_conv"), residual("dec_t_res"), *finer,
                                 _deconv(embedding_dim, 4, 2, "dec_t_up")]
         self.bottom_pre_quantize = _conv(embedding_dim, 1, 1, "bottom_pre_vq")
-        self.bottom_quantizer = VectorQuantizerEMA(**quantizer_args, seed=seed + 1, name="bottom_quantizer")
+        self.bottom_quantizer = VectorQuantizerEMA(**quantizer_args, seed=derive_seed(seed, "restart/bottom"),
+                                                name="bottom_quantizer")
         if levels == 2:  # created here to keep the variable order of saved two-level models
             self.top_upsample = _deconv(embedding_dim, 4, 2, "top_upsample")
             if top_downsample == 4:
@@ -272,13 +277,13 @@ class VQVAE2(keras.Model):
         commitment_loss = bottom["loss"] + (0.0 if top is None else top["loss"])
         return reconstructions, reconstruction_loss, commitment_loss, top, bottom
 
-    def _track(self, loss, reconstruction_loss, commitment_loss, top, bottom):
+    def _track(self, loss, reconstruction_loss, commitment_loss, top, bottom, batch):
         values = {"loss": loss, "reconstruction_loss": reconstruction_loss, "commitment_loss": commitment_loss}
         for name, level in (("top", top), ("bottom", bottom)):
             if level is not None:
                 values.update({f"{name}_{key}": level[key] for key in ("perplexity", "usage", "norm_ratio")})
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
+        for name, value in values.items():  # weighted by batch size: a short last batch is not over-weighted
+            self.trackers[name].update_state(value, sample_weight=batch)
 
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
@@ -289,16 +294,17 @@ class VQVAE2(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._track(loss, reconstruction_loss, commitment_loss, top, bottom)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        self._track(loss, reconstruction_loss, commitment_loss, top, bottom, tf.cast(tf.shape(images)[0], tf.float32))
+        return replica_logs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def test_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         reconstructions, reconstruction_loss, commitment_loss, top, bottom = self._forward_losses(images, training=False)
-        self._track(reconstruction_loss + commitment_loss, reconstruction_loss, commitment_loss, top, bottom)
+        self._track(reconstruction_loss + commitment_loss, reconstruction_loss, commitment_loss, top, bottom,
+                    tf.cast(tf.shape(images)[0], tf.float32))
         self.eval_trackers["ssim"].update_state(tf.image.ssim(images, reconstructions, max_val=1.0))
-        self.eval_trackers["psnr"].update_state(tf.image.psnr(images, reconstructions, max_val=1.0))
-        return {tracker.name: tracker.result() for tracker in self.metrics}
+        self.eval_trackers["psnr"].update_state(psnr(images, reconstructions))
+        return replica_logs({tracker.name: tracker.result() for tracker in self.metrics})
 
     def get_config(self):
         config = super().get_config()

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from oasis_gen import config as config_lib
 from oasis_gen import pipeline
 
 REQUIRED_STAGES = ("vqvae", "prior_top", "prior_bottom")
@@ -45,23 +46,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.slice_positions = parse_slice_index(args.slice_index, args.num_samples)
-        args.temperature = _one_or_pair(args.temperature, float, "--temperature")
-        args.top_k = _one_or_pair(args.top_k, int, "--top_k")
+        args.temperature = config_lib.one_or_pair(args.temperature, float, "--temperature")
+        args.top_k = config_lib.one_or_pair(args.top_k, int, "--top_k")
     except ValueError as error:
         parser.error(str(error))
     if args.slice_positions is not None:
         args.num_samples = len(args.slice_positions)
     return args
-
-
-def _one_or_pair(text: str, kind, flag: str):
-    try:
-        values = [kind(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2):
-        raise ValueError(f"{flag} takes one number or TOP,BOTTOM, got {text!r}")
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 def parse_slice_index(text: str | None, num_samples: int) -> np.ndarray | None:

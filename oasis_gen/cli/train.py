@@ -33,8 +33,8 @@ _STAGE_SECTIONS = {
     "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
               ("vqvae_train", config_lib.TrainConfig)),
     "codes": (),
-    "samples": (),
-    "evaluate": (),
+    "samples": (("sampling", config_lib.SamplingConfig),),
+    "evaluate": (("sampling", config_lib.SamplingConfig),),
     "prior": (("LEVEL_prior", config_lib.PriorConfig), ("LEVEL_prior_train", config_lib.TrainConfig)),
     "prior_dcgan": (("dcgan", config_lib.DCGANConfig), ("dcgan_train", config_lib.TrainConfig)),
 }
@@ -122,6 +122,16 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
             results[stage] = pipeline.read_json(os.path.join(run.path, stage, pipeline.COMPLETE))
             continue
         print(f"[{stage}] starting")
+        from oasis_gen import training
+
+        if not training.is_chief():
+            if stage not in TRAIN_SECTIONS:
+                continue  # the chief's alone
+            try:  # a non-chief worker trains in step with the chief and writes nothing into the run
+                functions[stage](run, force)
+            except training.WorkerFinished as finished:
+                print(f"[{stage}] {finished}")
+            return results
         run.clear_complete(stage)
         run.invalidate_downstream(stage)
         inputs = run.input_identities(stage)
@@ -141,6 +151,30 @@ def _print_final(run: pipeline.Run, results: dict, timer: pipeline.StageTimer) -
         print(f"{stage:<14}{'skipped' if seconds is None else f'{seconds:.1f}':>10}  {shown}")
 
 
+TRAIN_SECTIONS = {"vqvae": "vqvae_train", "prior_top": "top_prior_train", "prior_bottom": "bottom_prior_train",
+                  "prior_dcgan": "dcgan_train"}
+
+
+def _start_multiworker(run: pipeline.Run, stages: Sequence[str]) -> None:
+    """Creates the multi-worker strategy before TensorFlow's first operation when a stage asks for it.
+
+    Every worker runs the same command; one training stage per command (the chief alone goes on
+    to the stages after it, which the other workers would never join)."""
+    distributed = [s for s in stages if s in TRAIN_SECTIONS
+                   and getattr(run.config, TRAIN_SECTIONS[s]).strategy == "multiworker"]
+    if not distributed:
+        return
+    if run.config.data.data_dir is None:
+        raise ValueError("--strategy multiworker needs --data: a folder every worker reads (the phantom data is "
+                         "written by one process)")
+    if [s for s in stages if s != "data"] != distributed[:1]:
+        raise ValueError(f"--strategy multiworker trains one stage per command, run on every worker "
+                         f"(e.g. `python train.py vqvae --strategy multiworker`); got stages {list(stages)}")
+    from oasis_gen import training
+
+    training.start_multiworker()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from oasis_gen.data import DataError
@@ -153,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = pipeline.open_run(args.run_dir or pipeline.default_run_dir(), args.preset,
                                 _overrides(args, args.stage), override=args.override,
                                 unlocked=stages if args.force else ())
+        _start_multiworker(run, stages)
         if args.stage and args.stage != "data" and run.config.data.data_dir is None:
             stages = ["data"] + stages if not run.is_complete("data") else stages
         start = time.perf_counter()
