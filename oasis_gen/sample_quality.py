@@ -193,12 +193,13 @@ def _placed(space: feature_net.FeatureSpace, probabilities: np.ndarray, position
 
 
 def score_samples(samples: np.ndarray, reference: Reference, settings: EvaluationSettings,
-                  positions: np.ndarray | None = None) -> tuple[dict, dict]:
+                  positions: np.ndarray | None = None, groups: np.ndarray | None = None) -> tuple[dict, dict]:
     """Sample-quality metrics of ``samples`` [N, S, S, 1] in [0, 1] against ``reference``.
 
     Samples are first rounded to the 8-bit grid. ``positions`` [N] are the axial positions the
     samples were generated for (None: unknown; the position network's bands are used for the
-    per-band table).
+    per-band table). ``groups`` [N] keep slices of one source subject in one C2ST fold (None:
+    independent samples, spread evenly).
 
     Returns:
         ``(scores, details)``: the JSON-ready metrics and the per-image arrays the figures use.
@@ -208,7 +209,8 @@ def score_samples(samples: np.ndarray, reference: Reference, settings: Evaluatio
     nearest, nearest_index = metrics.nearest_ssim(samples, reference.train.images)
     c2st = realism.two_sample_test(reference.heldout.images, samples, folds=settings.c2st_folds,
                                       epochs=settings.c2st_epochs, seed=seed, real_groups=reference.heldout.subjects,
-                                      progress=settings.progress, description="C2ST (samples vs real)")
+                                      generated_groups=groups, progress=settings.progress,
+                                      description="C2ST (samples vs real)")
     features, probabilities = reference.space.embed(samples)
     area_samples, area_real = metrics.brain_area(samples), metrics.brain_area(reference.heldout.images)
     given = positions is not None and len(positions) == len(samples) and bool(np.all(np.asarray(positions) >= 0))
@@ -354,7 +356,9 @@ def evaluate_folder(samples_dir: str, data_dir: str, out: str | None = None, spl
     """Scores a folder of PNG slices from any generator against the real slices of ``data_dir``.
 
     Slices of another size are brought to ``image_size`` by the data module's rules
-    (``resize_method``). Names carrying ``slice_S`` give the samples' positions. The position
+    (``resize_method``). Names carrying ``slice_S`` give the samples' positions; names carrying a
+    case number (real slices, a generator that copies or edits subjects) keep each case in one
+    C2ST fold, as the real side's subjects are. The position
     network is cached in ``<out>/evaluation/`` (default ``out``: ``<samples_dir>_evaluation``).
     Every metric of ``evaluate_samples`` is reported except the reconstruction floor.
 
@@ -370,10 +374,12 @@ def evaluate_folder(samples_dir: str, data_dir: str, out: str | None = None, spl
     samples = data.read_images(paths, image_size, resize_method)
     named = [data.slice_position(p) for p in paths]
     positions = np.asarray(named) if all(p is not None for p in named) else None
+    cases = [data.parse_slice_name(p) for p in paths]
+    groups = np.asarray([c[0] for c in cases]) if all(c is not None for c in cases) else None
     out = os.path.abspath(out or os.path.normpath(os.path.abspath(samples_dir)) + "_evaluation")
     data_config = config_for_folder(data_dir, image_size, resize_method)
     reference = load_reference(data_config, split, len(samples), settings, os.path.join(out, "evaluation"))
-    scores, details = score_samples(samples, reference, settings, positions)
+    scores, details = score_samples(samples, reference, settings, positions, groups)
     results = {"run_dir": None, "samples_dir": os.path.abspath(samples_dir), "prior": None, "levels": None,
                "data_dir": reference.data_dir, "split": split, "synthetic_data": reference.synthetic,
                "temperature": None, "seed": seed, **scores, "seconds": round(time.perf_counter() - start, 1)}
