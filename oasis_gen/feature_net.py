@@ -26,7 +26,7 @@ from oasis_gen.fileio import atomic_write_json
 POSITION_BANDS = 8
 REPORT_BANDS = 4  # the per-position tables: slices 0-7, 8-15, 16-23, 24-31 of a 32-slice stack
 FEATURE_DIM = 32
-FEATURE_NET_VERSION = 1
+FEATURE_NET_VERSION = 2  # 2: shifts in the data pipeline (Keras' RandomTranslation stalled training on real slices)
 MIN_STEPS_PER_EPOCH = 8  # small training sets get smaller batches rather than too few updates
 MODEL_FILE = "feature_net.keras"
 META_FILE = "feature_net.json"
@@ -60,10 +60,10 @@ def build_feature_net(image_size: int, bands: int = POSITION_BANDS, feature_dim:
     x = inputs
     if image_size > 128:
         x = keras.layers.AveragePooling2D(image_size // 128)(x)
-    x = keras.layers.RandomTranslation(0.04, 0.04, fill_mode="constant", seed=0)(x)  # heads are not all centred
     pooled = []
     for filters, strides in ((32, 2), (64, 2), (64, 1), (128, 2), (128, 1), (128, 2)):
-        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation="relu")(x)
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", activation="relu",
+                                kernel_initializer="he_normal")(x)
         if filters == 32:  # low-level contrast: the spatial spread of each filter's response drops with blur
             pooled.append(SpatialStd(name="edge_contrast")(x))
     anatomy = keras.layers.Dense(feature_dim, activation="relu")(keras.layers.GlobalAveragePooling2D()(x))
@@ -137,8 +137,15 @@ def train_feature_net(images: np.ndarray, positions: np.ndarray, num_positions: 
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     labels = position_bands(positions, num_positions)
     batch_size = max(4, min(batch_size, len(images) // MIN_STEPS_PER_EPOCH))
+    size = images.shape[1]
+    margin = max(1, int(round(0.04 * size)))  # heads are not all centred: random shifts of up to 4%
+
+    def shift(image, label):
+        padded = tf.pad(image, [[margin, margin], [margin, margin], [0, 0]])
+        return tf.image.random_crop(padded, tf.shape(image), seed=seed), label
+
     dataset = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=seed)
-               .batch(batch_size))
+               .map(shift, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size))
     bar = tqdm(total=epochs, desc="position network", unit="epoch", disable=not progress, leave=False)
     tick = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(1))
     history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[tick])
