@@ -329,8 +329,8 @@ def add_flags(parser: argparse.ArgumentParser, section_type: type, title: str | 
     hints = typing.get_type_hints(section_type)
     for field in dataclasses.fields(section_type):
         flag_type = _flag_type(hints[field.name])
-        kwargs: dict[str, Any] = {"default": None, "help": f"{field.metadata.get('help', '')} "
-                                                           f"(preset default: {field.default})"}
+        described = f"{field.metadata.get('help', '')} (preset default: {field.default})"
+        kwargs: dict[str, Any] = {"default": None, "help": described.replace("%", "%%")}  # argparse formats help
         if flag_type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

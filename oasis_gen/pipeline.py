@@ -119,16 +119,18 @@ class Run:
         """Why finished ``stage`` no longer matches what it was built from, or None when it does.
 
         A stage that recorded its inputs is compared by content; a stage finished by an earlier
-        version (no record) is stale when an upstream stage finished after it."""
+        version (no record) is stale when an upstream stage finished after it; one with neither
+        record nor time cannot be judged and is trusted."""
         marker = self._marker(stage)
         recorded = marker.get("inputs")
         for parent in DEPENDS_ON.get(stage, ()):
             if not self.is_complete(parent):
                 continue
             if recorded is not None:
-                if parent in recorded and recorded[parent] != self.identity(parent):
+                current = self.identity(parent)  # None when its files are missing: the loader names them
+                if parent in recorded and current is not None and recorded[parent] != current:
                     return f"'{stage}' was built from another '{parent}' than the one now in {self.path}"
-            elif marker.get("finished", "") < self._marker(parent).get("finished", ""):
+            elif marker.get("finished") and marker["finished"] < self._marker(parent).get("finished", ""):
                 return f"'{parent}' was redone after '{stage}' finished in {self.path}"
         return None
 

@@ -87,7 +87,7 @@ def test_kill_during_the_pipeline_redoes_no_finished_stage(tiny_phantom, tmp_pat
     prior = dict(hidden_channels=8, num_layers=2, kernel_size=3, num_heads=2, dropout=0.0, num_attention_blocks=1,
                  num_conditioning_layers=1)
     schedule = dict(batch_size=4, epochs=2, checkpoint_steps=2)
-    pipeline.open_run(run_dir, "quick", {"data": tiny, "vqvae": vqvae, "top_prior": prior, "bottom_prior": prior,
+    pipeline.open_run(run_dir, "quick", {"data": tiny, "vqvae": vqvae, "top_prior": prior, "bottom_prior": dict(prior, num_attention_blocks=0),
                                          "vqvae_train": schedule, "top_prior_train": schedule,
                                          "bottom_prior_train": schedule})
     # Stage 1 writes 4 checkpoints (2 per epoch); the 6th write is mid-way through the top prior.

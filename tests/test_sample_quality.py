@@ -152,7 +152,9 @@ def test_masked_ssim_and_psnr():
     assert 0.1 < mask.mean() < 0.9
     background_noise = np.where(mask, images, noisy).astype(np.float32)
     psnr_brain = metrics.masked_psnr(images, background_noise, mask).numpy()
-    assert np.all(np.isinf(psnr_brain)) and np.all(metrics.psnr(images, background_noise).numpy() < 60)
+    # an exact reconstruction is reported at the 8-bit ceiling, not infinity, so means stay finite
+    np.testing.assert_allclose(psnr_brain, metrics.PERFECT_PSNR_DB, rtol=1e-6)
+    assert np.all(metrics.psnr(images, background_noise).numpy() < 40)
     assert np.all(metrics.masked_ssim(images, background_noise, mask).numpy()
                   > metrics.ssim(images, background_noise).numpy())
 
@@ -222,7 +224,10 @@ def test_real_slices_score_at_the_floor_and_blurred_ones_far_above(folder_scores
     real, blurred = folder_scores["real"], folder_scores["blurred"]
     assert abs(real["c2st_auc"] - real["c2st_auc_floor"]) < 0.15, (real["c2st_auc"], real["c2st_auc_floor"])
     assert real["c2st_auc"] < 0.75
-    assert blurred["c2st_auc"] > 0.9, blurred["c2st_auc"]
+    # on 64-pixel phantoms with subject-grouped folds the blur is found less surely than on real slices
+    # (AUC 0.99 there, see the README); it must still sit clearly above what real slices of other subjects score
+    assert blurred["c2st_auc"] > 0.8, blurred["c2st_auc"]
+    assert blurred["c2st_auc_low"] > real["c2st_auc_floor_high"], (blurred["c2st_auc_low"], real["c2st_auc_floor_high"])
     assert real["fd_brain"] == pytest.approx(real["fd_brain_floor"], rel=1e-6)  # the same slices
     assert blurred["fd_brain"] > 2.5 * real["fd_brain"], (blurred["fd_brain"], real["fd_brain"])
     assert real["c2st_auc_reconstructions"] is None  # no run, no decoder floor
