@@ -207,8 +207,10 @@ class StageCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         if not _finite(logs):
             return  # never checkpoint a broken state
-        self.epoch = epoch + 1
-        self.step = self.epoch * self.steps_per_epoch
+        if self.step >= (epoch + 1) * self.steps_per_epoch:
+            self.epoch = epoch + 1
+            self.step = self.epoch * self.steps_per_epoch
+        # else the epoch was cut short (a time limit): the state is saved at the step it reached
         value = logs.get(self.monitor) if self.monitor else None
         improved = self.monitor is None or (value is not None and self._improved(float(value)))
         if improved and self._weights_finite():  # unmonitored models (the DCGAN) too: never a NaN model.keras
@@ -270,8 +272,12 @@ class TrainClock:
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops training cleanly (at an epoch end) once ``minutes`` of training have passed, counting
-    the time earlier sessions recorded in their checkpoint (``clock``); 0 means no limit."""
+    """Stops training once ``minutes`` of training have passed, counting the time earlier sessions
+    recorded in their checkpoint (``clock``); 0 means no limit.
+
+    The clock is read after every step, so a stage stops within one step of its budget, not at the
+    end of an epoch that may take minutes; Keras then validates, and ``StageCheckpoint`` saves the
+    state mid-epoch, so a resume with a larger budget continues from that step."""
 
     def __init__(self, minutes: float, clock: TrainClock | None = None):
         super().__init__()
@@ -279,7 +285,7 @@ class TimeLimit(keras.callbacks.Callback):
         self.clock = clock or TrainClock()
         self.reached = False
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         if self.minutes and self.clock.total() > 60.0 * self.minutes:
             self.reached = True
             self.model.stop_training = True

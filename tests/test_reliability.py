@@ -42,6 +42,35 @@ def test_the_time_limit_counts_training_done_before_a_resume(tiny_phantom, tmp_p
     assert calls == [1]  # deterministic kernels were asked for
 
 
+class _StepClock:
+    """A training clock that advances one minute per reading (TimeLimit reads it once per step)."""
+
+    before = 0.0
+
+    def __init__(self):
+        self.readings = 0
+
+    def total(self):
+        self.readings += 1
+        return 60.0 * self.readings
+
+
+def test_the_time_limit_stops_within_a_step_and_the_checkpoint_keeps_the_step(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    clock = _StepClock()
+    limit = training.TimeLimit(3.5, clock)  # over budget at the 4th step of a 10-step epoch
+    checkpoint = training.StageCheckpoint(str(tmp_path), monitor="val_loss", mode="min", steps_per_epoch=10,
+                                          clock=clock)
+    x, y = np.ones((40, 2), np.float32), np.ones((40, 1), np.float32)
+    history = model.fit(x, y, batch_size=4, epochs=3, validation_data=(x, y), callbacks=[checkpoint, limit],
+                        verbose=0)
+    assert limit.reached and len(history.history["loss"]) == 1
+    state = json.load(open(tmp_path / "checkpoint.json"))
+    assert (state["epoch"], state["step"]) == (0, 4)  # mid-epoch: a resume continues at step 4
+    assert os.path.exists(tmp_path / "model.keras")  # validated, and the best model kept
+
+
 def test_an_unmonitored_stage_never_saves_a_nan_model(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoint = training.StageCheckpoint(str(tmp_path), monitor=None)
