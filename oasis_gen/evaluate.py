@@ -33,6 +33,7 @@ import os
 import sys
 from typing import Sequence
 
+from oasis_gen import config as config_lib
 from oasis_gen import data, pipeline
 
 
@@ -137,7 +138,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     command.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
     command.add_argument("--split", default="test", choices=("validate", "test"), help="held-out real slices")
     command.add_argument("--num_samples", type=int, default=128, help="samples to generate and score (with --run_dir)")
-    command.add_argument("--temperature", type=float, default=1.0)
+    command.add_argument("--temperature", default="1.0",
+                         help="sampling temperature; one value, or TOP,BOTTOM for each prior (e.g. 0.9,1.0)")
+    command.add_argument("--top_k", default="0",
+                         help="sample among the k likeliest codes (0: all); one value, or TOP,BOTTOM")
     command.add_argument("--temperatures", default="",
                          help="comma-separated temperatures for a sweep (e.g. 0.8,0.9,1.0,1.1)")
     command.add_argument("--seed", type=int, default=0)
@@ -174,10 +178,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("samples needs exactly one of --run_dir (generate from a run) and --samples (a folder of PNGs)")
         if args.samples is not None and args.temperatures:
             parser.error("--temperatures needs --run_dir: a folder of samples has no temperature")
+        if args.samples is not None and (args.temperature != "1.0" or args.top_k != "0"):
+            parser.error("--temperature and --top_k need --run_dir: a folder of samples was sampled already")
         try:
             args.temperatures = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
         except ValueError:
             parser.error(f"--temperatures must be comma-separated numbers, got {args.temperatures!r}")
+        try:
+            args.temperature = config_lib.one_or_pair(args.temperature, float, "--temperature")
+            args.top_k = config_lib.one_or_pair(args.top_k, int, "--top_k")
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -238,7 +249,8 @@ def _run(args: argparse.Namespace) -> dict:
         return sample_quality.evaluate_samples(
             args.run_dir, args.data, args.num_samples, args.temperature, args.seed, args.split, args.batch_size,
             args.inception_weights, args.temperatures, args.out, args.c2st_epochs, args.copy_threshold,
-            progress=progress, prior=args.prior, c2st_folds=args.c2st_folds, feature_epochs=args.feature_epochs)
+            progress=progress, prior=args.prior, c2st_folds=args.c2st_folds, feature_epochs=args.feature_epochs,
+            top_k=args.top_k)
     from oasis_gen.compare import compare_runs
 
     return compare_runs(args.run_dir, args.data, args.out, args.num_samples, args.seed, args.c2st_epochs,

@@ -296,12 +296,15 @@ def _write(results: dict, samples: np.ndarray, reference: Reference, details: di
     return results
 
 
-def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temperature: float = 1.0, seed: int = 0,
+def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temperature=1.0, seed: int = 0,
                      split: str = "test", batch_size: int = 8, inception_weights: str | None = None,
                      temperatures: tuple[float, ...] = (), out: str | None = None, c2st_epochs: int = 20,
                      copy_threshold: float = 0.95, progress: bool = True, prior: str = "pixelcnn",
-                     keep_images: bool = False, c2st_folds: int = 4, feature_epochs: int = 8) -> dict:
+                     keep_images: bool = False, c2st_folds: int = 4, feature_epochs: int = 8, top_k=0) -> dict:
     """Generates ``num_samples`` slices from the run and scores them against ``data_dir``; writes the report.
+
+    ``temperature`` and ``top_k`` are one value or a (top, bottom) pair, as for ``generate.py``; a
+    ``temperatures`` sweep sets both levels to each value (``top_k`` kept).
 
     ``prior`` picks the run's PixelCNN priors or its DCGAN baseline (``"dcgan"``; temperature does
     not apply to it, and its default output folder is ``<run>/samples_dcgan``). The position
@@ -329,14 +332,14 @@ def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temper
                                vqvae=models["vqvae"])
 
     def sample(temp):
-        generated = sampling.generate_from(models, num_samples, temp, 0, seed, "cached", batch_size, progress)
+        generated = sampling.generate_from(models, num_samples, temp, top_k, seed, "cached", batch_size, progress)
         return generated["images"], generated["position"]
 
     samples, positions = sample(temperature)
     scores, details = score_samples(samples, reference, settings, positions)
     results = {"run_dir": run.path, "samples_dir": None, "prior": prior, "levels": models["vqvae"].levels,
                "data_dir": reference.data_dir, "split": split, "synthetic_data": reference.synthetic,
-               "temperature": temperature, "seed": seed, **scores}
+               "temperature": temperature, "top_k": top_k, "seed": seed, **scores}
     sweep = []
     for temp in temperatures:
         sweep_images, sweep_positions = sample(temp)
@@ -570,7 +573,7 @@ def report(results: dict, sweep: list[dict], figures: list[str]) -> str:
         ("FID (InceptionV3)", fid, "0"),
     ]
     source = (f"the run `{results['run_dir']}` ({results['prior']} prior, temperature {results['temperature']}, "
-              f"seed {results['seed']})" if results["run_dir"] else f"the folder `{results['samples_dir']}`")
+              f"top-k {results.get('top_k', 0)}, seed {results['seed']})" if results["run_dir"] else f"the folder `{results['samples_dir']}`")
     lines = [f"# Sample evaluation: {results['run_dir'] or results['samples_dir']}", "",
              f"{results['num_samples']} samples from {source} against {results['real_slices']} real slices of "
              f"{results['heldout_subjects']} subjects of the {results['split']} split of `{results['data_dir']}`."

@@ -345,7 +345,7 @@ def stage_evaluate(run: Run, force: bool = False) -> dict:
 
     settings = _sampling_settings(run)
     results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=run.config.sampling.evaluation_samples,
-                               temperature=settings["temperature"], seed=settings["seed"],
+                               temperature=settings["temperature"], top_k=settings["top_k"], seed=settings["seed"],
                                batch_size=settings["batch_size"])
     print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (floor {results['c2st_auc_floor']:.3f}, "
           f"reconstructions {results['c2st_auc_reconstructions']:.3f}), "

@@ -84,3 +84,16 @@ def test_figures_from_a_tiny_run(tiny_prior_run, tiny_phantom, tmp_path):
     for name in ("data.png", "reconstructions.png", "code_maps.png", "vqvae_curves.png", "prior_curves.png",
                  "samples.png"):
         assert os.path.getsize(tmp_path / name) > 1000, name
+
+
+def test_samples_takes_a_temperature_and_top_k_per_level():
+    from oasis_gen import evaluate
+
+    args = evaluate.parse_args(["samples", "--run_dir", "R", "--data", "D", "--temperature", "0.9,1.0",
+                                "--top_k", "0,50"])
+    assert args.temperature == (0.9, 1.0) and args.top_k == (0, 50)
+    args = evaluate.parse_args(["samples", "--run_dir", "R", "--data", "D"])
+    assert args.temperature == 1.0 and args.top_k == 0
+    for bad in (["--run_dir", "R", "--temperature", "1,2,3"], ["--samples", "F", "--temperature", "0.8"]):
+        with pytest.raises(SystemExit):
+            evaluate.parse_args(["samples", "--data", "D"] + bad)
