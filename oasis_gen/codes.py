@@ -39,6 +39,23 @@ def encode_dataset(model, dataset, progress: bool = True, description: str = "en
     return codes
 
 
+MIRRORED = "train_mirrored"  # codes/train_mirrored.npz: the training slices mirrored left-right
+
+
+def mirror_left_right(images):
+    """Slices [B, H, W, C] mirrored left-right: OASIS rows run from one hemisphere to the other
+    (``volume[:, :, z]`` without flips), so the mirror image reverses the row axis."""
+    import tensorflow as tf
+
+    return tf.reverse(images, axis=[1])
+
+
+def concatenate(first: dict, second: dict) -> dict:
+    """The code maps of ``first`` followed by those of ``second`` (same levels)."""
+    return {key: np.concatenate([np.asarray(first[key]), np.asarray(second[key])]) for key in first
+            if first[key] is not None}
+
+
 def positions_of(files) -> np.ndarray:
     """Axial slice positions int16 [N] named in ``files`` (``..._slice_S...``), -1 where a name has none."""
     from oasis_gen.data import slice_position

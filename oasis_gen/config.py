@@ -90,6 +90,9 @@ class PriorConfig:
     condition_on_position: bool = _field(
         True, "condition on the axial slice position named in each file (case_NNN_slice_S), a learned bias in "
               "every gated block; generate.py --slice_index then picks positions")
+    mirror: bool = _field(
+        False, "also train on the codes of every training slice mirrored left-right (OASIS rows run left to "
+               "right, so the slice is flipped top to bottom): twice the training code maps")
 
 
 @dataclasses.dataclass

@@ -167,21 +167,40 @@ def load_vqvae(run: Run):
 
 
 def stage_codes(run: Run, force: bool = False) -> dict:
-    """Encodes every split with the trained VQ-VAE-2 into ``codes/{split}.npz``."""
+    """Encodes every split with the trained VQ-VAE-2 into ``codes/{split}.npz``, and the training
+    slices mirrored left-right into ``codes/train_mirrored.npz`` (for priors trained with ``--mirror``)."""
     from oasis_gen import codes as codes_lib
 
     model = load_vqvae(run)
     folder = run.stage_dir("codes")
     slices = _slices(run)
     summary = {}
-    for split in data.SPLITS:
-        dataset, source = data.load_split(run.config.data, split, 32, with_paths=True, folder=slices)
+    for split in data.SPLITS + (codes_lib.MIRRORED,):
+        source_split = "train" if split == codes_lib.MIRRORED else split
+        dataset, source = data.load_split(run.config.data, source_split, 32, with_paths=True, folder=slices)
+        if split == codes_lib.MIRRORED:
+            dataset = dataset.map(lambda images, paths: (codes_lib.mirror_left_right(images), paths))
         codes = codes_lib.encode_dataset(model, dataset, description=f"encoding {split}")
         codes_lib.save_codes(os.path.join(folder, f"{split}.npz"), codes)
         summary[split] = int(len(codes["files"]))
         print(f"[codes] {split}: {len(codes['files'])} slices -> "
               + ", ".join(f"{level} {codes[level].shape[1:]}" for level in ("top", "bottom") if level in codes))
     return summary
+
+
+def _training_codes(run: Run, prior_cfg, num_embeddings: int) -> dict:
+    """The training code maps of a prior: ``codes/train.npz``, followed by the mirrored slices'
+    codes when ``prior_cfg.mirror`` is on."""
+    from oasis_gen import codes as codes_lib
+
+    codes = codes_lib.load_codes(os.path.join(run.path, "codes", "train.npz"), num_embeddings)
+    if not prior_cfg.mirror:
+        return codes
+    path = os.path.join(run.path, "codes", f"{codes_lib.MIRRORED}.npz")
+    if not os.path.exists(path):
+        raise RunError(f"--mirror needs the mirrored training codes {path}, which codes extracted by an earlier "
+                       f"version lack; run `python train.py codes --run_dir {run.path} --force` first")
+    return codes_lib.concatenate(codes, codes_lib.load_codes(path, num_embeddings))
 
 
 def _prior_stage(level: str):
@@ -213,6 +232,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     keras.utils.set_random_seed(train_cfg.seed)
     splits = {split: codes_lib.load_codes(os.path.join(run.path, "codes", f"{split}.npz"), num_embeddings)
               for split in data.SPLITS}
+    training_codes = _training_codes(run, prior_cfg, num_embeddings)
     if len(splits["train"]["bottom"]) < train_cfg.batch_size:
         raise data.DataError(f"{len(splits['train']['bottom'])} training code maps are fewer than batch_size "
                              f"{train_cfg.batch_size}")
@@ -220,7 +240,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     with_position = frequencies is not None
 
     def train_stream(step):
-        return codes_lib.code_dataset(splits["train"], level, train_cfg.batch_size, training=True,
+        return codes_lib.code_dataset(training_codes, level, train_cfg.batch_size, training=True,
                                       seed=train_cfg.seed, start_step=step, with_position=with_position)
 
     val_ds = codes_lib.code_dataset(splits["validate"], level, train_cfg.batch_size, with_position=with_position)
@@ -229,7 +249,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
         lambda: build_prior(level, prior_cfg, num_embeddings, vqvae.top_grid, vqvae.bottom_grid,
                             conditional=vqvae.levels == 2, position_frequencies=frequencies, seed=train_cfg.seed),
         train_stream, val_ds, train_cfg, monitor="val_bits_per_code", mode="min",
-        steps_per_epoch=train_cfg.steps_per_epoch or len(splits["train"]["bottom"]) // train_cfg.batch_size,
+        steps_per_epoch=train_cfg.steps_per_epoch or len(training_codes["bottom"]) // train_cfg.batch_size,
         force=force,
         panels=[("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)", ["accuracy"])],
         verbose=_verbosity())

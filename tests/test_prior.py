@@ -164,3 +164,37 @@ def test_code_files_are_validated(tmp_path):
     np.savez(tmp_path / "range.npz", top=np.full((1, 2, 2), 40), bottom=np.zeros((1, 4, 4)), files=np.array(["a"]))
     with pytest.raises(ValueError, match="outside"):
         codes_lib.load_codes(str(tmp_path / "range.npz"), 32)
+
+
+def test_mirrored_training_codes_are_the_codes_of_mirrored_slices(tiny_prior_run, tmp_path):
+    import shutil
+
+    from conftest import TINY_PRIOR_FLAGS
+    from oasis_gen import codes as codes_lib
+    from oasis_gen import data, pipeline, stages
+    from oasis_gen.cli import train
+
+    codes = {name: codes_lib.load_codes(os.path.join(tiny_prior_run, "codes", f"{name}.npz"), 32)
+             for name in ("train", codes_lib.MIRRORED)}
+    assert list(codes["train"]["files"]) == list(codes[codes_lib.MIRRORED]["files"])
+    np.testing.assert_array_equal(codes["train"]["position"], codes[codes_lib.MIRRORED]["position"])
+    # the first slice, flipped top to bottom by hand and encoded, gives the stored mirrored codes
+    run = pipeline.open_run(tiny_prior_run, None, {}, create=False)
+    dataset, _ = data.load_split(run.config.data, "train", 4, with_paths=True)
+    images, _ = next(iter(dataset))
+    top, bottom = stages.load_vqvae(run).encode(tf.constant(images.numpy()[:, ::-1]))
+    np.testing.assert_array_equal(top.numpy(), codes[codes_lib.MIRRORED]["top"][:4])
+    np.testing.assert_array_equal(bottom.numpy(), codes[codes_lib.MIRRORED]["bottom"][:4])
+    assert not np.array_equal(codes["train"]["bottom"][:4], codes[codes_lib.MIRRORED]["bottom"][:4])
+
+    # a prior trained with --mirror takes twice the steps per epoch
+    copy = str(tmp_path / "run")
+    shutil.copytree(tiny_prior_run, copy)
+    assert train.main(["prior", "--level", "top", "--run_dir", copy, "--mirror", "--force", "--override",
+                       "--num_attention_blocks", "1"] + TINY_PRIOR_FLAGS) == 0
+    state = json.load(open(os.path.join(copy, "prior_top", "checkpoint.json")))
+    assert state["steps_per_epoch"] == 2 * len(codes["train"]["files"]) // 4
+    os.remove(os.path.join(copy, "codes", f"{codes_lib.MIRRORED}.npz"))
+    with pytest.raises(pipeline.RunError, match="codes --run_dir"):
+        stages._training_codes(pipeline.open_run(copy, None, {}, create=False),
+                               pipeline.open_run(copy, None, {}, create=False).config.top_prior, 32)
