@@ -9,8 +9,9 @@ import it themselves.
 
 import os
 
-# TensorFlow's C++ start-up chatter (CPU feature notices, plugin registration) drowns the
-# progress output of the CLIs; warnings and errors still show. A user's own setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ logging (start-up notices, harmless Grappler errors) drowns the progress output;
+# only fatal messages show unless the user set the level (their setting wins; see ``console``).
+USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"

@@ -35,6 +35,7 @@ from typing import Sequence
 
 from oasis_gen import config as config_lib
 from oasis_gen import data, pipeline
+from oasis_gen.console import quiet_tensorflow
 
 
 def evaluate_reconstruction(run_dir: str, data_dir: str, split: str = "test", batch_size: int = 16,
@@ -129,6 +130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         command.add_argument("--split", default="test", choices=data.SPLITS)
         command.add_argument("--batch_size", type=int, default=16)
         command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        command.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
     command = commands.add_parser("samples", help="score samples of a run, or any folder of PNG slices, against real "
                                                   "held-out slices")
     command.add_argument("--run_dir", default=None, help="generate samples from this run (and add its reconstruction "
@@ -164,6 +166,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples, RUN_DIR/samples_dcgan, "
                                                      "or SAMPLES_evaluation beside the --samples folder)")
     command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    command.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
     command = commands.add_parser("compare", help="several runs side by side: one table, one figure")
     command.add_argument("--run_dir", action="append", required=True, help="a run directory (repeat the flag)")
     command.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
@@ -172,6 +175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     command.add_argument("--c2st_epochs", type=int, default=20)
     command.add_argument("--out", default="comparison", help="output folder")
     command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    command.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
     args = parser.parse_args(argv)
     if args.command == "samples":
         if (args.run_dir is None) == (args.samples is None):
@@ -261,9 +265,21 @@ PRINTERS = {"reconstruction": _print_reconstruction, "prior": _print_prior, "sam
             "compare": _print_compare}
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    for run_dir in args.run_dir if isinstance(args.run_dir, list) else [args.run_dir]:
+        if run_dir is not None:
+            pipeline.open_run(run_dir, None, {}, create=False)
+    if getattr(args, "samples", None) is not None and not os.path.isdir(args.samples):
+        raise data.DataError(f"samples folder {args.samples} does not exist")
+    if not os.path.isdir(args.data):
+        raise data.DataError(f"data folder {args.data} does not exist")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        _check_paths(args)  # named before TensorFlow loads
+        quiet_tensorflow(args.verbose)
         results = _run(args)
     except (data.DataError, pipeline.RunError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ import numpy as np
 
 from oasis_gen import config as config_lib
 from oasis_gen import pipeline
+from oasis_gen.console import quiet_tensorflow
 
 REQUIRED_STAGES = ("vqvae", "prior_top", "prior_bottom")
 
@@ -43,6 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="which trained prior samples the codes (dcgan: a single-level run's DCGAN baseline)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
     parser.add_argument("--gif", action="store_true", help="also write an animation of the sampling")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
     args = parser.parse_args(argv)
     try:
         args.slice_positions = parse_slice_index(args.slice_index, args.num_samples)
@@ -187,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oasis_gen.data import DataError
 
     try:
+        pipeline.open_run(args.run_dir, None, {}, create=False)  # a wrong path is named before TensorFlow loads
+        quiet_tensorflow(args.verbose)
         summary = run_generation(args.run_dir, args.num_samples, args.temperature, args.top_k, args.seed,
                                  args.batch_size, args.method, args.out, args.gif, prior=args.prior,
                                  slice_positions=args.slice_positions)

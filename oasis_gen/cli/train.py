@@ -25,6 +25,7 @@ from typing import Sequence
 
 from oasis_gen import config as config_lib
 from oasis_gen import pipeline
+from oasis_gen.console import quiet_tensorflow
 
 STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom", "samples", "evaluate")
 OPTIONAL_STAGES = ("prior_dcgan",)  # not in the default pipeline; --stages may name them
@@ -49,6 +50,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="redo stages that already finished")
     parser.add_argument("--override", action="store_true",
                         help="accept flags that change the configuration stored in the run directory")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -177,6 +179,11 @@ def _start_multiworker(run: pipeline.Run, stages: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.data_dir_flag is not None and not os.path.isdir(args.data_dir_flag):
+        # before anything is written: a mistyped --data must not leave a run directory behind
+        print(f"error: data folder {args.data_dir_flag} does not exist", file=sys.stderr)
+        return 2
+    quiet_tensorflow(args.verbose)
     from oasis_gen.data import DataError
 
     try:
