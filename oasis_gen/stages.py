@@ -352,21 +352,25 @@ def stage_samples(run: Run, force: bool = False) -> dict:
     """Generates ``sampling.num_samples`` slices with the cached sampler into ``samples/`` (PNGs, grid, codes, GIF)."""
     from oasis_gen.cli.generate import run_generation
 
+    out = run.stage_dir("samples")
+    for name in os.listdir(out):  # a redone stage leaves no slice of its earlier batch behind
+        if name.startswith("sample_") and name.endswith(".png"):
+            os.remove(os.path.join(out, name))
     summary = run_generation(run.path, num_samples=run.config.sampling.num_samples, **_sampling_settings(run),
-                             out=os.path.join(run.path, "samples"), gif=True)
+                             out=out, gif=True)
     return {"samples": summary["num_samples"], "seconds_per_brain": summary["seconds_per_brain"],
             "grid": os.path.join(summary["out"], "grid.png")}
 
 
 def stage_evaluate(run: Run, force: bool = False) -> dict:
-    """Scores ``sampling.evaluation_samples`` new samples against the test split (``samples/metrics.json``,
-    ``samples/report.md``)."""
+    """Scores ``sampling.evaluation_samples`` new samples against the test split (``evaluate/metrics.json``,
+    ``evaluate/report.md``, ``evaluate/figures/``)."""
     from oasis_gen.sample_quality import evaluate_samples
 
     settings = _sampling_settings(run)
     results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=run.config.sampling.evaluation_samples,
                                temperature=settings["temperature"], top_k=settings["top_k"], seed=settings["seed"],
-                               batch_size=settings["batch_size"])
+                               batch_size=settings["batch_size"], out=run.stage_dir("evaluate"))
     print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (floor {results['c2st_auc_floor']:.3f}, "
           f"reconstructions {results['c2st_auc_reconstructions']:.3f}), "
           f"FD brain {results['fd_brain']:.2f} (floor {results['fd_brain_floor']:.2f}), "

@@ -104,6 +104,7 @@ def test_kill_during_the_pipeline_redoes_no_finished_stage(tiny_phantom, tmp_pat
     assert "resuming the top prior" in out and "at epoch 1, step 2" in out
     for stage in ("prior_top", "prior_bottom", "samples", "evaluate"):
         assert run.is_complete(stage), stage
-    results = json.load(open(os.path.join(run_dir, "samples", "metrics.json")))
+    results = json.load(open(os.path.join(run_dir, "evaluate", "metrics.json")))
     assert 0 <= results["c2st_auc"] <= 1 and results["synthetic_data"]
-    assert os.path.exists(os.path.join(run_dir, "samples", "report.md"))
+    assert os.path.exists(os.path.join(run_dir, "evaluate", "report.md"))
+    assert not os.path.exists(os.path.join(run_dir, "samples", "report.md"))  # each stage in its own folder

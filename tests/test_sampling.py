@@ -92,6 +92,14 @@ def test_generate_cli_on_a_tiny_run(tiny_prior_run, tmp_path, capsys):
     assert generate.main(["--run_dir", tiny_prior_run, "--num_samples", "3", "--batch_size", "2", "--seed", "1",
                           "--out", again]) == 0
     np.testing.assert_array_equal(np.load(os.path.join(again, "codes.npz"))["bottom"], codes["bottom"])
+    # a folder holding an earlier batch is refused; by default every call gets a new folder
+    capsys.readouterr()
+    assert generate.main(["--run_dir", tiny_prior_run, "--num_samples", "2", "--out", again]) == 2
+    assert "already holds 3 slices of an earlier batch" in capsys.readouterr().err
+    for _ in range(2):
+        assert generate.main(["--run_dir", tiny_prior_run, "--num_samples", "2", "--batch_size", "2"]) == 0
+    made = sorted(os.listdir(os.path.join(tiny_prior_run, "generated")))
+    assert len(made) == 2 and all(len(os.listdir(os.path.join(tiny_prior_run, "generated", m))) >= 2 for m in made)
 
 
 def test_generate_names_the_missing_stage(tiny_run, tmp_path, capsys):

@@ -42,7 +42,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", choices=("cached", "naive"), default="cached")
     parser.add_argument("--prior", choices=PRIORS, default="pixelcnn",
                         help="which trained prior samples the codes (dcgan: a single-level run's DCGAN baseline)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
+    parser.add_argument("--out", default=None, help="output folder, new or without earlier samples (default: a new "
+                                                     "RUN_DIR/generated/<date-time> per call)")
     parser.add_argument("--gif", action="store_true", help="also write an animation of the sampling")
     parser.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
     args = parser.parse_args(argv)
@@ -184,15 +185,35 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     return summary
 
 
+def output_folder(run_dir: str, out: str | None) -> str:
+    """``out``, refused when it holds slices of an earlier batch; by default a new folder per call
+    under ``run_dir/generated/`` (the pipeline's ``samples/`` and ``evaluate/`` are the stages' own)."""
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = os.path.join(os.path.abspath(run_dir), "generated", stamp)
+        out, number = base, 1
+        while os.path.exists(out):
+            number += 1
+            out = f"{base}-{number}"
+        return out
+    earlier = sorted(name for name in os.listdir(out) if name.startswith("sample_") and name.endswith(".png")) \
+        if os.path.isdir(out) else []
+    if earlier:
+        raise ValueError(f"{out} already holds {len(earlier)} slices of an earlier batch ({earlier[0]}, ...); "
+                         "choose another --out, or leave it out for a new folder per call")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from oasis_gen.data import DataError
 
     try:
         pipeline.open_run(args.run_dir, None, {}, create=False)  # a wrong path is named before TensorFlow loads
+        out = output_folder(args.run_dir, args.out)
         quiet_tensorflow(args.verbose)
         summary = run_generation(args.run_dir, args.num_samples, args.temperature, args.top_k, args.seed,
-                                 args.batch_size, args.method, args.out, args.gif, prior=args.prior,
+                                 args.batch_size, args.method, out, args.gif, prior=args.prior,
                                  slice_positions=args.slice_positions)
     except (pipeline.RunError, DataError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,7 +11,7 @@ Stages:
     prior   train a PixelCNN prior (stage 2): --level top | bottom; or, for a single-level run
             (vqvae --levels 1), the DCGAN baseline prior: --kind dcgan (stage prior_dcgan)
     samples generate 16 slices into samples/ (see generate.py for more control)
-    evaluate  score 64 new samples against the test split: samples/metrics.json, samples/report.md
+    evaluate  score 64 new samples against the test split: evaluate/metrics.json, evaluate/report.md
               (see `python -m oasis_gen.evaluate samples` for more control)
 """
 
