@@ -248,8 +248,10 @@ def _preset_cpu() -> Config:
         data=DataConfig(image_size=256),
         vqvae=VQVAEConfig(num_hiddens=128, num_residual_layers=2, num_residual_hiddens=32,
                           num_embeddings=512, embedding_dim=64, top_downsample=4),
+        # mirrored training codes: validation NLL 1.341 instead of 1.417 bits per code, C2ST AUC 0.80
+        # instead of 0.82 on the validation split (README, "What we tried")
         top_prior=PriorConfig(hidden_channels=96, num_layers=10, kernel_size=5, num_attention_blocks=2,
-                              num_heads=4, dropout=0.1),
+                              num_heads=4, dropout=0.1, mirror=True),
         bottom_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=0,
                                  num_heads=4, num_conditioning_layers=2, dropout=0.1),
         vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=27.0),

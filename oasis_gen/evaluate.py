@@ -163,7 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          help="a sample this similar (SSIM) to a training slice counts as a copy")
     command.add_argument("--prior", default="pixelcnn", choices=("pixelcnn", "dcgan"),
                          help="the run's PixelCNN priors or its DCGAN baseline")
-    command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples, RUN_DIR/samples_dcgan, "
+    command.add_argument("--out", default=None, help="output folder (default: RUN_DIR/sample_evaluation, RUN_DIR/sample_evaluation_dcgan, "
                                                      "or SAMPLES_evaluation beside the --samples folder)")
     command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     command.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")

@@ -307,7 +307,7 @@ def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temper
     ``temperatures`` sweep sets both levels to each value (``top_k`` kept).
 
     ``prior`` picks the run's PixelCNN priors or its DCGAN baseline (``"dcgan"``; temperature does
-    not apply to it, and its default output folder is ``<run>/samples_dcgan``). The position
+    not apply to it, and its default output folder is ``<run>/sample_evaluation_dcgan``, else ``<run>/sample_evaluation``). The position
     network is cached in ``<run>/evaluation/``.
 
     Raises:
@@ -325,7 +325,9 @@ def evaluate_samples(run_dir: str, data_dir: str, num_samples: int = 128, temper
     models = load_models(run, prior)
     if prior == "dcgan" and temperatures:
         raise ValueError("a temperature sweep needs the PixelCNN priors; the DCGAN has no temperature")
-    out = os.path.abspath(out or os.path.join(run.path, "samples" if prior == "pixelcnn" else f"samples_{prior}"))
+    # not samples/ or evaluate/: those are the pipeline stages' own folders
+    out = os.path.abspath(out or os.path.join(run.path, "sample_evaluation" if prior == "pixelcnn"
+                                              else f"sample_evaluation_{prior}"))
     data_config = dataclasses.replace(run.config.data, data_dir=os.path.abspath(data_dir),
                                       image_size=models["vqvae"].image_size, include_masks=False)
     reference = load_reference(data_config, split, num_samples, settings, os.path.join(run.path, "evaluation"),

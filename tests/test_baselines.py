@@ -102,6 +102,7 @@ def test_dcgan_refuses_a_two_level_run(tiny_prior_run, capsys):
     assert "--levels 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_puts_runs_side_by_side(tiny_single_run, tiny_prior_run, tiny_phantom, tmp_path, capsys):
     out = str(tmp_path / "comparison")
     assert evaluate.main(["compare", "--run_dir", tiny_single_run, "--run_dir", tiny_prior_run, "--data", tiny_phantom,

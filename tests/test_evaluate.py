@@ -36,6 +36,7 @@ def test_train_benchmark_json(capsys):
     assert 0 < results["peak_fraction"] < 1.5 and results["peak_rss_mib"] > 100
 
 
+@pytest.mark.slow
 def test_benchmarks_under_bfloat16_report_both_peaks(capsys, tmp_path):
     assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
                        "--image_size", "32", "--precision", "mixed_bfloat16", "--json"]) == 0

@@ -8,7 +8,8 @@ NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 CASES = [(name, "two-level") for name in sorted(n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb"))]
-CASES += [(name, "single-level") for name in ("02_vqvae.ipynb", "03_priors_and_sampling.ipynb")]
+CASES += [pytest.param(name, "single-level", marks=pytest.mark.slow)  # the two-level runs cover the shared cells
+          for name in ("02_vqvae.ipynb", "03_priors_and_sampling.ipynb")]
 
 
 @pytest.mark.parametrize("name, kind", CASES)

@@ -40,7 +40,8 @@ VQVAE_ARGS = TINY_VQVAE_FLAGS + ["--epochs", "2", "--checkpoint_steps", "1"]  # 
 # Checkpoint writes 1-4 are steps 1-3 and the end of epoch 1 (step 4); write N > 4 is step N, in epoch 2.
 # Killed right after writing the step-6 state file but before checkpoint.json names it: resume at step 5.
 # Killed in the middle of writing the step-7 file: checkpoint.json still names step 6.
-@pytest.mark.parametrize("kill_at, mid_write, resume_step", [(6, False, 5), (7, True, 6)])
+@pytest.mark.parametrize("kill_at, mid_write, resume_step",
+                         [pytest.param(6, False, 5, marks=pytest.mark.slow), (7, True, 6)])  # mid-write is the harder
 def test_vqvae_killed_mid_epoch_resumes_to_the_uninterrupted_state(tiny_phantom, tmp_path, capsys, kill_at,
                                                                    mid_write, resume_step):
     reference = str(tmp_path / "reference")
