@@ -66,7 +66,7 @@ def _assert_same(single, multi, loose=()):
     assert not bad, bad
 
 
-def test_two_workers_train_stage_1_and_a_prior_like_one_process(tiny_phantom, tmp_path):
+def test_two_workers_train_stage_1_like_one_process(tiny_phantom, tmp_path):
     single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
     stage1 = ["vqvae", "--data", tiny_phantom] + TINY_VQVAE_FLAGS + STEPS
     process = _train(stage1 + ["--run_dir", single])
@@ -77,14 +77,17 @@ def test_two_workers_train_stage_1_and_a_prior_like_one_process(tiny_phantom, tm
                  _weights(os.path.join(multi, "vqvae", "model.keras")))
     assert len(open(os.path.join(multi, "vqvae", "history.csv")).read().splitlines()) == 2  # one epoch, one writer
 
-    # the prior, from the same codes
-    _finish(_train(["codes", "--run_dir", single]), "codes")
-    shutil.rmtree(multi)
-    shutil.copytree(single, multi)
-    prior = ["prior", "--level", "top"] + TINY_PRIOR_FLAGS + ["--num_attention_blocks", "1"] + STEPS[:2] + STEPS[4:]
+
+def test_two_workers_train_a_prior_like_one_process(tiny_prior_run, tmp_path):
+    single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+    for copy in (single, multi):  # the same stage 1 and codes on both sides
+        shutil.copytree(tiny_prior_run, copy)
+    prior = (["prior", "--level", "top", "--force", "--override"] + TINY_PRIOR_FLAGS + ["--num_attention_blocks", "1"]
+             + STEPS[:2] + STEPS[4:])
     process = _train(prior + ["--run_dir", single])
-    _two_workers(prior + ["--run_dir", multi])
+    outputs = _two_workers(prior + ["--run_dir", multi])
     _finish(process, "the single-process prior")
+    assert "this worker's share is done" in outputs[1]
     _assert_same(_weights(os.path.join(single, "prior_top", "model.keras")),
                  _weights(os.path.join(multi, "prior_top", "model.keras")),
                  loose=("attention_0/position", "attention_0/qkv"))

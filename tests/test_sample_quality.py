@@ -229,7 +229,8 @@ def test_real_slices_score_at_the_floor_and_blurred_ones_far_above(folder_scores
     assert blurred["c2st_auc"] > 0.8, blurred["c2st_auc"]
     assert blurred["c2st_auc_low"] > real["c2st_auc_floor_high"], (blurred["c2st_auc_low"], real["c2st_auc_floor_high"])
     assert real["fd_brain"] == pytest.approx(real["fd_brain_floor"], rel=1e-6)  # the same slices
-    assert blurred["fd_brain"] > 2.5 * real["fd_brain"], (blurred["fd_brain"], real["fd_brain"])
+    # each folder's evaluation trains its own position network, so FDs compare only within one report
+    assert blurred["fd_brain"] > 2.5 * blurred["fd_brain_floor"], (blurred["fd_brain"], blurred["fd_brain_floor"])
     assert real["c2st_auc_reconstructions"] is None  # no run, no decoder floor
     assert real["c2st_folds"] == 4 and real["c2st_slices_per_side"] == 64  # all 64 held-out slices
     assert real["position_source"] == "requested" and real["position_accuracy"] is not None
