@@ -188,12 +188,11 @@ def stage_codes(run: Run, force: bool = False) -> dict:
     return summary
 
 
-def _training_codes(run: Run, prior_cfg, num_embeddings: int) -> dict:
-    """The training code maps of a prior: ``codes/train.npz``, followed by the mirrored slices'
-    codes when ``prior_cfg.mirror`` is on."""
+def _training_codes(run: Run, prior_cfg, num_embeddings: int, codes: dict) -> dict:
+    """The training code maps of a prior: ``codes`` (those of ``codes/train.npz``), followed by the
+    mirrored slices' codes when ``prior_cfg.mirror`` is on."""
     from oasis_gen import codes as codes_lib
 
-    codes = codes_lib.load_codes(os.path.join(run.path, "codes", "train.npz"), num_embeddings)
     if not prior_cfg.mirror:
         return codes
     path = os.path.join(run.path, "codes", f"{codes_lib.MIRRORED}.npz")
@@ -232,7 +231,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
     keras.utils.set_random_seed(train_cfg.seed)
     splits = {split: codes_lib.load_codes(os.path.join(run.path, "codes", f"{split}.npz"), num_embeddings)
               for split in data.SPLITS}
-    training_codes = _training_codes(run, prior_cfg, num_embeddings)
+    training_codes = _training_codes(run, prior_cfg, num_embeddings, splits["train"])
     if len(splits["train"]["bottom"]) < train_cfg.batch_size:
         raise data.DataError(f"{len(splits['train']['bottom'])} training code maps are fewer than batch_size "
                              f"{train_cfg.batch_size}")

@@ -197,4 +197,4 @@ def test_mirrored_training_codes_are_the_codes_of_mirrored_slices(tiny_prior_run
     os.remove(os.path.join(copy, "codes", f"{codes_lib.MIRRORED}.npz"))
     with pytest.raises(pipeline.RunError, match="codes --run_dir"):
         stages._training_codes(pipeline.open_run(copy, None, {}, create=False),
-                               pipeline.open_run(copy, None, {}, create=False).config.top_prior, 32)
+                               pipeline.open_run(copy, None, {}, create=False).config.top_prior, 32, codes["train"])
