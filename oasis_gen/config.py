@@ -20,6 +20,8 @@ import os
 import typing
 from typing import Any
 
+from oasis_gen.fileio import atomic_write_text
+
 CONFIG_VERSION = 1
 
 
@@ -34,7 +36,7 @@ def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any)
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where the slices are and how they are streamed (see ``oasis_gen.data``)."""
+    """Where the slices are and how they are streamed (see ``oasis_gen.data.slices`` and ``oasis_gen.data.stream``)."""
 
     data_dir: str | None = _field(None, "OASIS-layout folder, or a flat folder of slices to split by subject")
     image_size: int = _field(256, "side of the square images fed to the model")
@@ -97,7 +99,7 @@ class PriorConfig:
 
 @dataclasses.dataclass
 class DCGANConfig:
-    """The DCGAN latent-map prior baseline (Radford et al. 2016; see ``oasis_gen.dcgan``)."""
+    """The DCGAN latent-map prior baseline (Radford et al. 2016; see ``oasis_gen.models.dcgan``)."""
 
     noise_dim: int = _field(128, "size of the generator's noise input")
     base_channels: int = _field(64, "discriminator channels in its first layer (doubling per layer)")
@@ -115,6 +117,11 @@ class SamplingConfig:
     top_k: str = _field("0", "sample among the k likeliest codes (0: all), or TOP,BOTTOM")
     seed: int = _field(0, "seed of the sampling noise and of the drawn slice positions")
     batch_size: int = _field(8, "slices sampled together")
+
+
+def section_type(section: str) -> type:
+    """The dataclass of ``Config`` section ``section`` (``"top_prior"`` -> ``PriorConfig``)."""
+    return typing.get_type_hints(Config)[section]
 
 
 def one_or_pair(text: str, kind, flag: str):
@@ -289,8 +296,6 @@ def preset(name: str) -> Config:
 
 def save_config(config: Config, path: str | os.PathLike) -> None:
     """Writes ``config`` as indented JSON, atomically (temporary file, then rename)."""
-    from oasis_gen.fileio import atomic_write_text
-
     atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 

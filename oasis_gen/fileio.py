@@ -1,4 +1,4 @@
-"""Atomic file writes: every output is written under a temporary name, then renamed.
+"""Atomic file writes (every output is written under a temporary name, then renamed) and small readers.
 
 A crash therefore leaves either the old file or the new one, never half of one.
 """
@@ -6,6 +6,7 @@ A crash therefore leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
@@ -52,11 +53,17 @@ def atomic_write_json(path: str | os.PathLike, values: Any) -> None:
     atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
-def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> str:
-    """Saves a matplotlib figure as a PNG atomically, closes it and returns ``path``."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
-    return os.fspath(path)
+def read_history(path: str) -> dict[str, list[float]]:
+    """Columns of a Keras ``history.csv`` as float lists."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                columns.setdefault(key, []).append(float("nan"))
+    return columns

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def tiny_phantom(tmp_path_factory):
     """An 8-subject, 4-slice, 64x64 phantom data set in the OASIS layout (with masks): 4 training subjects,
     1 validation subject and 3 test subjects (subject-grouped two-sample tests need at least 2)."""
-    from oasis_gen.phantom import write_phantom
+    from oasis_gen.data.phantom import write_phantom
 
     root = tmp_path_factory.mktemp("phantom")
     write_phantom(str(root), num_subjects=8, slices_per_subject=4, size=64, seed=3, fractions=(0.5, 0.125, 0.375))
@@ -41,7 +41,7 @@ def make_flat_folder(root, subjects=5, slices=3, size=32, seed=0):
 @pytest.fixture(scope="session")
 def eval_phantom(tmp_path_factory):
     """A 64x64 phantom with enough subjects for the sample metrics: 12 training and 8 test subjects of 8 slices."""
-    from oasis_gen.phantom import write_phantom
+    from oasis_gen.data.phantom import write_phantom
 
     root = tmp_path_factory.mktemp("eval_phantom")
     write_phantom(str(root), num_subjects=24, slices_per_subject=8, size=64, seed=11, fractions=(0.5, 0.166, 0.334))

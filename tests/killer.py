@@ -10,14 +10,14 @@ import os
 import signal
 import sys
 
-from oasis_gen import training
 from oasis_gen.cli import train
 from oasis_gen.fileio import atomic_path
+from oasis_gen.models import loading
 
 limit = int(os.environ["KILL_AT_CHECKPOINT"])
 mid_write = os.environ.get("KILL_MID_WRITE") == "1"
 written = 0
-original = training.save_model_atomic
+original = loading.save_model_atomic
 
 
 def save_then_maybe_die(model, path):
@@ -34,5 +34,5 @@ def save_then_maybe_die(model, path):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-training.save_model_atomic = save_then_maybe_die
+loading.save_model_atomic = save_then_maybe_die
 sys.exit(train.main(sys.argv[1:]))

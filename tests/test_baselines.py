@@ -8,13 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import DCGAN_FLAGS, TINY_PRIOR_FLAGS
 from helpers import assert_config_round_trip, assert_saving_round_trip
-from oasis_gen import evaluate, training
+
+from oasis_gen.cli import evaluate as evaluate_cli
 from oasis_gen.cli import generate, train
-from oasis_gen.dcgan import DiscriminatorWatch, LatentDCGAN
-from oasis_gen.vqvae import VQVAE2
+from oasis_gen.models import loading
+from oasis_gen.models.dcgan import DiscriminatorWatch, LatentDCGAN
+from oasis_gen.models.vqvae import VQVAE2
+
 
 def test_single_level_model_shapes_and_round_trips(tmp_path):
     model = VQVAE2(image_size=32, num_hiddens=8, num_residual_layers=1, num_residual_hiddens=4, num_embeddings=16,
@@ -58,8 +60,8 @@ def test_dcgan_shapes_snapping_and_one_step_changes_both_networks(tmp_path):
     assert any(not np.allclose(a, b) for a, b in zip(generator_before, gan.generator.get_weights()))
     assert any(not np.allclose(a, b) for a, b in zip(discriminator_before, gan.discriminator.get_weights()))
     path = str(tmp_path / "gan.keras")
-    training.save_model_atomic(gan, path)
-    loaded = training.load_model(path)
+    loading.save_model_atomic(gan, path)
+    loaded = loading.load_model(path)
     np.testing.assert_array_equal(loaded.sample_codes(3, seed=2), gan.sample_codes(3, seed=2))
     with pytest.raises(ValueError, match="power of two"):
         LatentDCGAN(codebook, grid=12)
@@ -91,7 +93,7 @@ def test_single_level_pipeline_end_to_end(tiny_single_run, tmp_path, capsys):
         else:
             assert [re.sub(r"_slice_\d+", "", n) for n in names] == [f"sample_00{i}.png" for i in range(3)]
     capsys.readouterr()
-    assert evaluate.main(["prior", "--run_dir", tiny_single_run, "--data", json.load(open(
+    assert evaluate_cli.main(["prior", "--run_dir", tiny_single_run, "--data", json.load(open(
         os.path.join(tiny_single_run, "config.json")))["data"]["data_dir"], "--json"]) == 0
     nll = json.loads(capsys.readouterr().out)
     assert "top" not in nll and 0 < nll["bottom"]["nll_bits_per_code"] < 6
@@ -105,7 +107,7 @@ def test_dcgan_refuses_a_two_level_run(tiny_prior_run, capsys):
 @pytest.mark.slow
 def test_compare_puts_runs_side_by_side(tiny_single_run, tiny_prior_run, tiny_phantom, tmp_path, capsys):
     out = str(tmp_path / "comparison")
-    assert evaluate.main(["compare", "--run_dir", tiny_single_run, "--run_dir", tiny_prior_run, "--data", tiny_phantom,
+    assert evaluate_cli.main(["compare", "--run_dir", tiny_single_run, "--run_dir", tiny_prior_run, "--data", tiny_phantom,
                           "--num_samples", "4", "--c2st_epochs", "1", "--out", out, "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     rows = {(row["run"], row["prior"]): row for row in results["rows"]}

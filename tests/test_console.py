@@ -16,7 +16,7 @@ def _run(args):
 
 
 def test_tensorflow_starts_without_its_cpp_logging_unless_asked():
-    code = ("from oasis_gen.console import quiet_tensorflow\nquiet_tensorflow({verbose})\nimport tensorflow as tf\n"
+    code = ("from oasis_gen.cli.console import quiet_tensorflow\nquiet_tensorflow({verbose})\nimport tensorflow as tf\n"
             "print(float(tf.function(lambda x: 2 * x)(tf.ones(3))[0]))")
     quiet = _run(["-c", code.format(verbose=False)])
     assert quiet.returncode == 0 and quiet.stdout.strip() == "2.0"
@@ -28,8 +28,8 @@ def test_tensorflow_starts_without_its_cpp_logging_unless_asked():
 def test_a_wrong_path_is_one_line_before_tensorflow_loads(tmp_path):
     missing = str(tmp_path / "missing")
     for args in (["generate.py", "--run_dir", missing],
-                 ["-m", "oasis_gen.evaluate", "samples", "--run_dir", missing, "--data", missing],
-                 ["-m", "oasis_gen.evaluate", "samples", "--samples", missing, "--data", missing],
+                 ["-m", "oasis_gen.cli.evaluate", "samples", "--run_dir", missing, "--data", missing],
+                 ["-m", "oasis_gen.cli.evaluate", "samples", "--samples", missing, "--data", missing],
                  ["train.py", "vqvae", "--data", missing, "--run_dir", str(tmp_path / "run")]):
         done = _run(args)
         assert done.returncode == 2, done.stderr

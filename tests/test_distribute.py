@@ -10,7 +10,7 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from oasis_gen.vqvae import VQVAE2
+    from oasis_gen.models.vqvae import VQVAE2
 
     def one_step(strategy):
         keras.utils.set_random_seed(0)

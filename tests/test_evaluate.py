@@ -2,11 +2,12 @@ import json
 
 import pytest
 
-from oasis_gen import bench, evaluate
+from oasis_gen.cli import bench as bench_cli
+from oasis_gen.cli import evaluate as evaluate_cli
 
 
 def test_reconstruction_json_on_any_folder(tiny_run, tiny_phantom, capsys):
-    assert evaluate.main(["reconstruction", "--run_dir", tiny_run, "--data", tiny_phantom, "--split", "validate",
+    assert evaluate_cli.main(["reconstruction", "--run_dir", tiny_run, "--data", tiny_phantom, "--split", "validate",
                           "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["images"] == 4 and results["split"] == "validate"
@@ -19,17 +20,18 @@ def test_reconstruction_json_on_any_folder(tiny_run, tiny_phantom, capsys):
 
 
 def test_reconstruction_errors_name_what_is_missing(tmp_path, tiny_phantom, capsys):
-    from oasis_gen import pipeline
+    from oasis_gen import rundir
+    from oasis_gen.cli import evaluate as evaluate_cli
 
-    pipeline.open_run(str(tmp_path / "empty_run"), "quick", {})
-    assert evaluate.main(["reconstruction", "--run_dir", str(tmp_path / "empty_run"), "--data", tiny_phantom]) == 2
+    rundir.open_run(str(tmp_path / "empty_run"), "quick", {})
+    assert evaluate_cli.main(["reconstruction", "--run_dir", str(tmp_path / "empty_run"), "--data", tiny_phantom]) == 2
     assert "no finished 'vqvae' stage" in capsys.readouterr().err
-    assert evaluate.main(["reconstruction", "--run_dir", str(tmp_path / "nope"), "--data", tiny_phantom]) == 2
+    assert evaluate_cli.main(["reconstruction", "--run_dir", str(tmp_path / "nope"), "--data", tiny_phantom]) == 2
     assert "not a run directory" in capsys.readouterr().err
 
 
 def test_train_benchmark_json(capsys):
-    assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
+    assert bench_cli.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
                        "--image_size", "32", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["images_per_s"] > 0 and results["gflop_per_image"] > 0
@@ -38,26 +40,26 @@ def test_train_benchmark_json(capsys):
 
 @pytest.mark.slow
 def test_benchmarks_under_bfloat16_report_both_peaks(capsys, tmp_path):
-    assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
+    assert bench_cli.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "2", "--warmup", "1",
                        "--image_size", "32", "--precision", "mixed_bfloat16", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["precision"] == "mixed_bfloat16" and results["images_per_s"] > 0
     assert results["matmul_peak_gflops_bfloat16"] > 0 and results["matmul_peak_gflops_float32"] > 0
     achieved = results["images_per_s"] * results["gflop_per_image"]
     assert results["peak_fraction"] == pytest.approx(achieved / results["matmul_peak_gflops_bfloat16"], rel=0.1)
-    assert bench.main(["prior", "--preset", "quick", "--level", "bottom", "--batch_size", "2", "--steps", "2",
+    assert bench_cli.main(["prior", "--preset", "quick", "--level", "bottom", "--batch_size", "2", "--steps", "2",
                        "--warmup", "1", "--precision", "mixed_bfloat16", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["code_maps_per_s"] > 0 and results["precision"] == "mixed_bfloat16"
     assert results["parameters"] > 1000
     # the PyTorch reference is the user's own download: a folder without it is named
-    assert bench.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "1", "--warmup", "1",
+    assert bench_cli.main(["train", "--preset", "quick", "--batch_size", "2", "--steps", "1", "--warmup", "1",
                        "--image_size", "32", "--torch_reference", str(tmp_path)]) == 2
     assert "no vqvae.py in" in capsys.readouterr().err
 
 
 def test_prior_json_on_any_folder(tiny_prior_run, tiny_phantom, capsys):
-    assert evaluate.main(["prior", "--run_dir", tiny_prior_run, "--data", tiny_phantom, "--split", "test",
+    assert evaluate_cli.main(["prior", "--run_dir", tiny_prior_run, "--data", tiny_phantom, "--split", "test",
                           "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     for level in ("top", "bottom"):
@@ -67,7 +69,7 @@ def test_prior_json_on_any_folder(tiny_prior_run, tiny_phantom, capsys):
 
 
 def test_sample_benchmark_json_on_a_run(tiny_prior_run, capsys):
-    assert bench.main(["sample", "--run_dir", tiny_prior_run, "--batch_size", "2", "--naive_positions", "4",
+    assert bench_cli.main(["sample", "--run_dir", tiny_prior_run, "--batch_size", "2", "--naive_positions", "4",
                        "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["cached_seconds_per_brain"] > 0 and results["naive_seconds_per_brain"] > 0
@@ -78,9 +80,9 @@ def test_sample_benchmark_json_on_a_run(tiny_prior_run, capsys):
 def test_figures_from_a_tiny_run(tiny_prior_run, tiny_phantom, tmp_path):
     import os
 
-    from oasis_gen import figures
+    from oasis_gen.cli import figures as figures_cli
 
-    assert figures.main(["--run_dir", tiny_prior_run, "--data", tiny_phantom, "--out", str(tmp_path),
+    assert figures_cli.main(["--run_dir", tiny_prior_run, "--data", tiny_phantom, "--out", str(tmp_path),
                          "--num_samples", "2"]) == 0
     for name in ("data.png", "reconstructions.png", "code_maps.png", "vqvae_curves.png", "prior_curves.png",
                  "samples.png"):
@@ -88,13 +90,13 @@ def test_figures_from_a_tiny_run(tiny_prior_run, tiny_phantom, tmp_path):
 
 
 def test_samples_takes_a_temperature_and_top_k_per_level():
-    from oasis_gen import evaluate
+    from oasis_gen.cli import evaluate as evaluate_cli
 
-    args = evaluate.parse_args(["samples", "--run_dir", "R", "--data", "D", "--temperature", "0.9,1.0",
+    args = evaluate_cli.parse_args(["samples", "--run_dir", "R", "--data", "D", "--temperature", "0.9,1.0",
                                 "--top_k", "0,50"])
     assert args.temperature == (0.9, 1.0) and args.top_k == (0, 50)
-    args = evaluate.parse_args(["samples", "--run_dir", "R", "--data", "D"])
+    args = evaluate_cli.parse_args(["samples", "--run_dir", "R", "--data", "D"])
     assert args.temperature == 1.0 and args.top_k == 0
     for bad in (["--run_dir", "R", "--temperature", "1,2,3"], ["--samples", "F", "--temperature", "0.8"]):
         with pytest.raises(SystemExit):
-            evaluate.parse_args(["samples", "--data", "D"] + bad)
+            evaluate_cli.parse_args(["samples", "--data", "D"] + bad)

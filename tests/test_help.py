@@ -6,11 +6,11 @@ import pytest
 
 from oasis_gen.cli import train
 
-COMMANDS = [("oasis_gen.cli.train", [])] + [("oasis_gen.cli.train", [stage]) for stage in train._STAGE_SECTIONS
+COMMANDS = [("oasis_gen.cli.train", [])] + [("oasis_gen.cli.train", [stage]) for stage in train.COMMANDS
                                              if stage != "prior_dcgan"]
-COMMANDS += [("oasis_gen.cli.generate", []), ("oasis_gen.evaluate", []), ("oasis_gen.evaluate", ["reconstruction"]), ("oasis_gen.evaluate", ["prior"]),
-             ("oasis_gen.evaluate", ["samples"]), ("oasis_gen.evaluate", ["compare"]), ("oasis_gen.bench", []),
-             ("oasis_gen.data", []), ("oasis_gen.figures", []), ("oasis_gen.phantom", []), ("oasis_gen.prepare", [])]
+COMMANDS += [("oasis_gen.cli.generate", []), ("oasis_gen.cli.evaluate", []), ("oasis_gen.cli.evaluate", ["reconstruction"]), ("oasis_gen.cli.evaluate", ["prior"]),
+             ("oasis_gen.cli.evaluate", ["samples"]), ("oasis_gen.cli.evaluate", ["compare"]), ("oasis_gen.cli.bench", []),
+             ("oasis_gen.cli.data", []), ("oasis_gen.cli.figures", []), ("oasis_gen.cli.phantom", []), ("oasis_gen.cli.prepare", [])]
 
 
 @pytest.mark.parametrize("module, words", COMMANDS, ids=[" ".join([m.split(".")[-1]] + w) for m, w in COMMANDS])

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import TINY_PRIOR_FLAGS, TINY_VQVAE_FLAGS
 
 STEPS = ["--steps_per_epoch", "3", "--epochs", "1", "--precision", "float32"]
@@ -48,9 +47,9 @@ def _two_workers(args):
 
 
 def _weights(path):
-    from oasis_gen import training
+    from oasis_gen.models import loading
 
-    model = training.load_model(path)
+    model = loading.load_model(path)
     return {w.path: np.array(w.numpy()) for w in model.weights}
 
 

@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 
-from oasis_gen import phantom
+from oasis_gen.data import phantom
 
 
 def test_render_is_deterministic_and_has_every_tissue():

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from oasis_gen import pipeline
+from oasis_gen import rundir
 from oasis_gen.cli import generate, train
 from oasis_gen.fileio import atomic_write_json
 
@@ -38,23 +38,23 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
 
 
 def test_require_names_the_missing_stage(tmp_path):
-    run = pipeline.open_run(str(tmp_path / "r"), "quick", {})
-    with pytest.raises(pipeline.RunError, match="no finished 'vqvae' stage"):
+    run = rundir.open_run(str(tmp_path / "r"), "quick", {})
+    with pytest.raises(rundir.RunError, match="no finished 'vqvae' stage"):
         run.require("vqvae", "codes")
-    with pytest.raises(pipeline.RunError, match="not a run directory"):
-        pipeline.open_run(str(tmp_path / "nothing"), None, {}, create=False)
+    with pytest.raises(rundir.RunError, match="not a run directory"):
+        rundir.open_run(str(tmp_path / "nothing"), None, {}, create=False)
 
 
 def test_settings_of_stages_not_started_may_change(tmp_path, capsys):
     run_dir = str(tmp_path / "r")
-    pipeline.open_run(run_dir, "quick", {})
-    run = pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 3}})
+    rundir.open_run(run_dir, "quick", {})
+    run = rundir.open_run(run_dir, None, {"top_prior": {"num_layers": 3}})
     assert run.config.top_prior.num_layers == 3
     assert "updating settings of stages not started yet" in capsys.readouterr().out
     run.mark_complete("prior_top")
-    with pytest.raises(pipeline.ConfigConflict, match="top_prior.num_layers: stored 3, given 5"):
-        pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 5}})
-    redone = pipeline.open_run(run_dir, None, {"top_prior": {"num_layers": 5}}, unlocked=["prior_top"])
+    with pytest.raises(rundir.ConfigConflict, match="top_prior.num_layers: stored 3, given 5"):
+        rundir.open_run(run_dir, None, {"top_prior": {"num_layers": 5}})
+    redone = rundir.open_run(run_dir, None, {"top_prior": {"num_layers": 5}}, unlocked=["prior_top"])
     assert redone.config.top_prior.num_layers == 5
 
 
@@ -64,13 +64,13 @@ def _fake_stages(calls):
         def run_stage(run, force=False):
             calls.append(stage)
             run.stage_dir(stage)
-            for name in pipeline.IDENTITY_FILES.get(stage, ()):
+            for name in rundir.STAGE[stage].identity_files:
                 with open(os.path.join(run.path, name), "wb") as handle:
                     handle.write(os.urandom(32))
             run.stage_dir(stage)
             return {}
         return run_stage
-    return {stage: make(stage) for stage in pipeline.DEPENDS_ON}
+    return {stage: make(stage) for stage in rundir.STAGE}
 
 
 def test_forcing_a_stage_marks_every_stage_after_it_unfinished(tmp_path, monkeypatch, capsys):
@@ -79,7 +79,7 @@ def test_forcing_a_stage_marks_every_stage_after_it_unfinished(tmp_path, monkeyp
     run_dir = str(tmp_path / "r")
     chain = "data,vqvae,codes,prior_top,prior_bottom,samples"
     assert train.main(["--run_dir", run_dir, "--stages", chain, "--data", str(tmp_path)]) == 0
-    run = pipeline.open_run(run_dir, None, {}, create=False)
+    run = rundir.open_run(run_dir, None, {}, create=False)
     assert all(run.is_complete(stage) for stage in chain.split(","))
     old_prior = open(os.path.join(run_dir, "prior_top", "model.keras"), "rb").read()
 
@@ -88,7 +88,7 @@ def test_forcing_a_stage_marks_every_stage_after_it_unfinished(tmp_path, monkeyp
     assert run.is_complete("vqvae") and run.is_complete("data")
     assert not any(run.is_complete(stage) for stage in ("codes", "prior_top", "prior_bottom", "samples"))
     assert open(os.path.join(run_dir, "prior_top", "model.keras"), "rb").read() == old_prior  # kept until redone
-    with pytest.raises(pipeline.RunError, match="no finished 'prior_top'.*prior --level top"):
+    with pytest.raises(rundir.RunError, match="no finished 'prior_top'.*prior --level top"):
         run.require("prior_top", "generate")
 
     calls.clear()
@@ -98,9 +98,9 @@ def test_forcing_a_stage_marks_every_stage_after_it_unfinished(tmp_path, monkeyp
 
 
 def test_a_stage_built_from_another_upstream_is_refused_naming_what_to_redo(tmp_path):
-    run = pipeline.open_run(str(tmp_path / "r"), "quick", {})
+    run = rundir.open_run(str(tmp_path / "r"), "quick", {})
     for stage in ("vqvae", "codes", "prior_top"):
-        for name in pipeline.IDENTITY_FILES[stage]:
+        for name in rundir.STAGE[stage].identity_files:
             os.makedirs(os.path.dirname(os.path.join(run.path, name)), exist_ok=True)
             with open(os.path.join(run.path, name), "wb") as handle:
                 handle.write(stage.encode())
@@ -108,13 +108,13 @@ def test_a_stage_built_from_another_upstream_is_refused_naming_what_to_redo(tmp_
     run.require("prior_top", "generate")
     with open(os.path.join(run.path, "vqvae", "model.keras"), "wb") as handle:
         handle.write(b"another vqvae")  # stage 1 replaced behind the run's back
-    with pytest.raises(pipeline.RunError, match=r"'codes' was built from another 'vqvae'.*train.py codes .*--force"):
+    with pytest.raises(rundir.RunError, match=r"'codes' was built from another 'vqvae'.*train.py codes .*--force"):
         run.require("prior_top", "generate")
     # a run finished by an earlier version records no inputs: the finishing times decide
-    legacy = pipeline.open_run(str(tmp_path / "old"), "quick", {})
+    legacy = rundir.open_run(str(tmp_path / "old"), "quick", {})
     for stage, finished in (("vqvae", "2026-01-02T00:00:00"), ("codes", "2026-01-01T00:00:00")):
-        atomic_write_json(os.path.join(legacy.stage_dir(stage), pipeline.COMPLETE), {"finished": finished})
-    with pytest.raises(pipeline.RunError, match="'vqvae' was redone after 'codes' finished"):
+        atomic_write_json(os.path.join(legacy.stage_dir(stage), rundir.COMPLETE), {"finished": finished})
+    with pytest.raises(rundir.RunError, match="'vqvae' was redone after 'codes' finished"):
         legacy.require("codes", "prior_top")
 
 

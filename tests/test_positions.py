@@ -6,12 +6,14 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_config_round_trip, assert_saving_round_trip
-from oasis_gen import codes as codes_lib
+
 from oasis_gen.cli import generate
-from oasis_gen.prior import BottomPrior, TopPrior
-from oasis_gen.sampling import PriorSampler, generate as generate_codes
+from oasis_gen.data import codes as codes_lib
+from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.sampling import generate as generation
+from oasis_gen.sampling.generate import generate as generate_codes
+from oasis_gen.sampling.samplers import PriorSampler
 
 
 def _randomise_positions(prior, rng):
@@ -93,7 +95,7 @@ def test_bottom_prior_under_a_16x16_style_top_map_samples_alike_both_ways():
 
 
 def test_generate_draws_positions_from_the_training_distribution(position_priors):
-    from oasis_gen.vqvae import VQVAE2
+    from oasis_gen.models.vqvae import VQVAE2
 
     top, bottom = position_priors
     vqvae = VQVAE2(image_size=32, num_hiddens=8, num_residual_layers=1, num_residual_hiddens=4, num_embeddings=9,
@@ -145,9 +147,9 @@ def test_generate_cli_makes_a_stack_by_position(tiny_prior_run, tmp_path, capsys
 def test_per_level_temperature_and_top_k(tiny_prior_run, tmp_path):
     args = generate.parse_args(["--run_dir", tiny_prior_run, "--temperature", "0.0,1.0", "--top_k", "1,0"])
     assert args.temperature == (0.0, 1.0) and args.top_k == (1, 0)
-    first = generate.run_generation(tiny_prior_run, 4, (0.0, 1.0), (1, 0), seed=0, out=str(tmp_path / "a"),
+    first = generation.run_generation(tiny_prior_run, 4, (0.0, 1.0), (1, 0), seed=0, out=str(tmp_path / "a"),
                                     slice_positions=np.zeros(4, np.int32), progress=False)
-    second = generate.run_generation(tiny_prior_run, 4, (0.0, 1.0), (1, 0), seed=5, out=str(tmp_path / "b"),
+    second = generation.run_generation(tiny_prior_run, 4, (0.0, 1.0), (1, 0), seed=5, out=str(tmp_path / "b"),
                                      slice_positions=np.zeros(4, np.int32), progress=False)
     top_a = codes_lib.load_codes(os.path.join(first["out"], "codes.npz"))["top"]
     top_b = codes_lib.load_codes(os.path.join(second["out"], "codes.npz"))["top"]

@@ -7,27 +7,29 @@ import os
 import keras
 import numpy as np
 import pytest
-
-from oasis_gen import codes as codes_lib
-from oasis_gen import config as config_lib
-from oasis_gen import data, training
-from oasis_gen.cli import train
-from oasis_gen.prior import BottomPrior, TopPrior
-from oasis_gen.sampling import PriorSampler
-
 from conftest import DCGAN_FLAGS, TINY_PRIOR_FLAGS, TINY_VQVAE_FLAGS
+
+from oasis_gen import config as config_lib
+from oasis_gen import fileio
+from oasis_gen.cli import train
+from oasis_gen.data import codes as codes_lib
+from oasis_gen.data import stream
+from oasis_gen.models import loading, precision
+from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.sampling.samplers import PriorSampler
+from oasis_gen.training import loop as training
 
 BF16 = ["--precision", "mixed_bfloat16"]
 
 
 def _weights_are_float32(path):
-    model = training.load_model(path, precision=None)
+    model = loading.load_model(path, precision=None)
     return all(np.asarray(weight).dtype == np.float32 for weight in model.get_weights()
                if np.issubdtype(np.asarray(weight).dtype, np.floating))
 
 
 def _finite_history(folder):
-    history = training.read_history(os.path.join(folder, "history.csv"))
+    history = fileio.read_history(os.path.join(folder, "history.csv"))
     checked = {key: values for key, values in history.items() if ("loss" in key or "bits" in key)
                and not (key.startswith("val_") and np.all(np.isnan(values)))}  # a stage without validation
     return bool(checked) and all(np.all(np.isfinite(values)) for values in checked.values())
@@ -55,8 +57,8 @@ def test_every_stage_trains_under_bfloat16_into_float32_files(bf16_run):
         assert _finite_history(folder), stage
         assert _weights_are_float32(os.path.join(folder, "model.keras")), stage
         # the file remembers how it was trained (for resume); loading gives a float32 model by default
-        assert training.load_model(os.path.join(folder, "model.keras"), precision=None).compute_dtype == "bfloat16"
-        loaded = training.load_model(os.path.join(folder, "model.keras"))
+        assert loading.load_model(os.path.join(folder, "model.keras"), precision=None).compute_dtype == "bfloat16"
+        loaded = loading.load_model(os.path.join(folder, "model.keras"))
         assert {layer.compute_dtype for layer in loaded._flatten_layers()} == {"float32"}, stage
     metrics = json.load(open(os.path.join(bf16_run, "prior_bottom", "metrics.json")))
     assert all(np.isfinite(v) for v in metrics["nll_bits_per_code"].values())
@@ -64,8 +66,8 @@ def test_every_stage_trains_under_bfloat16_into_float32_files(bf16_run):
 
 def test_codes_after_a_bfloat16_stage_one_are_encoded_in_float32(bf16_run):
     run = config_lib.load_config(os.path.join(bf16_run, "config.json"))
-    vqvae = training.load_model(os.path.join(bf16_run, "vqvae", "model.keras"))
-    dataset, _ = data.load_split(run.data, "validate", 4, with_paths=True)
+    vqvae = loading.load_model(os.path.join(bf16_run, "vqvae", "model.keras"))
+    dataset, _ = stream.load_split(run.data, "validate", 4, with_paths=True)
     expected = codes_lib.encode_dataset(vqvae, dataset, progress=False)
     stored = codes_lib.load_codes(os.path.join(bf16_run, "codes", "validate.npz"), vqvae.num_embeddings)
     np.testing.assert_array_equal(stored["bottom"], expected["bottom"])
@@ -81,13 +83,13 @@ def test_dcgan_stage_trains_under_bfloat16(tiny_single_run, tmp_path):
     assert keras.config.dtype_policy().name == "float32"
     assert _finite_history(os.path.join(run_dir, "prior_dcgan"))
     path = os.path.join(run_dir, "prior_dcgan", "model.keras")
-    assert _weights_are_float32(path) and training.load_model(path, precision=None).compute_dtype == "bfloat16"
+    assert _weights_are_float32(path) and loading.load_model(path, precision=None).compute_dtype == "bfloat16"
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_cached_sampler_runs_and_agrees_under_mixed_policies(policy):
     rng = np.random.default_rng(3)
-    with training.precision_scope(policy):
+    with precision.precision_scope(policy):
         top = TopPrior(12, 4, 5, hidden_channels=16, num_layers=3, kernel_size=3, dropout=0.0,
                        num_attention_blocks=1, num_heads=2)
         top.build()
@@ -106,13 +108,13 @@ def test_cached_sampler_runs_and_agrees_under_mixed_policies(policy):
 
 
 def test_auto_precision_and_stored_configs(monkeypatch):
-    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: True)
-    assert training.resolve_precision("auto") == "mixed_bfloat16"
-    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
-    assert training.resolve_precision("auto") == "float32"
-    assert training.resolve_precision("mixed_float16") == "mixed_float16"
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: True)
+    assert precision.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: False)
+    assert precision.resolve_precision("auto") == "float32"
+    assert precision.resolve_precision("mixed_float16") == "mixed_float16"
     with pytest.raises(ValueError, match="'half'"):
-        training.resolve_precision("half")
+        precision.resolve_precision("half")
     # configs written before `precision` existed keep what they trained with
     old = config_lib.preset("cpu").to_dict()
     for section, flag in (("vqvae_train", True), ("top_prior_train", False)):
@@ -126,7 +128,7 @@ def test_auto_precision_and_stored_configs(monkeypatch):
 def test_precision_scope_restores_the_policy_after_an_error():
     assert keras.config.dtype_policy().name == "float32"
     with pytest.raises(RuntimeError):
-        with training.precision_scope("mixed_bfloat16"):
+        with precision.precision_scope("mixed_bfloat16"):
             assert keras.config.dtype_policy().name == "mixed_bfloat16"
             raise RuntimeError("stage failed")
     assert keras.config.dtype_policy().name == "float32"

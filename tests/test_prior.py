@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_config_round_trip, assert_saving_round_trip
-from oasis_gen.prior import BottomPrior, TopPrior
+
+from oasis_gen.models.priors import BottomPrior, TopPrior
 
 K = 12
 
@@ -138,7 +138,7 @@ def test_every_weight_gets_a_gradient():
 
 
 def test_codes_and_prior_stages_on_a_tiny_run(tiny_prior_run):
-    from oasis_gen import codes as codes_lib
+    from oasis_gen.data import codes as codes_lib
 
     train_codes = codes_lib.load_codes(os.path.join(tiny_prior_run, "codes", "train.npz"), 32)
     assert train_codes["top"].dtype == np.int16 and train_codes["top"].shape == (16, 8, 8)
@@ -154,7 +154,7 @@ def test_codes_and_prior_stages_on_a_tiny_run(tiny_prior_run):
 
 
 def test_code_files_are_validated(tmp_path):
-    from oasis_gen import codes as codes_lib
+    from oasis_gen.data import codes as codes_lib
 
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         codes_lib.load_codes(str(tmp_path / "missing.npz"))
@@ -170,17 +170,20 @@ def test_mirrored_training_codes_are_the_codes_of_mirrored_slices(tiny_prior_run
     import shutil
 
     from conftest import TINY_PRIOR_FLAGS
-    from oasis_gen import codes as codes_lib
-    from oasis_gen import data, pipeline, stages
+
+    from oasis_gen import rundir
     from oasis_gen.cli import train
+    from oasis_gen.data import codes as codes_lib
+    from oasis_gen.data import stream
+    from oasis_gen.training import stages
 
     codes = {name: codes_lib.load_codes(os.path.join(tiny_prior_run, "codes", f"{name}.npz"), 32)
              for name in ("train", codes_lib.MIRRORED)}
     assert list(codes["train"]["files"]) == list(codes[codes_lib.MIRRORED]["files"])
     np.testing.assert_array_equal(codes["train"]["position"], codes[codes_lib.MIRRORED]["position"])
     # the first slice, flipped top to bottom by hand and encoded, gives the stored mirrored codes
-    run = pipeline.open_run(tiny_prior_run, None, {}, create=False)
-    dataset, _ = data.load_split(run.config.data, "train", 4, with_paths=True)
+    run = rundir.open_run(tiny_prior_run, None, {}, create=False)
+    dataset, _ = stream.load_split(run.config.data, "train", 4, with_paths=True)
     images, _ = next(iter(dataset))
     top, bottom = stages.load_vqvae(run).encode(tf.constant(images.numpy()[:, ::-1]))
     np.testing.assert_array_equal(top.numpy(), codes[codes_lib.MIRRORED]["top"][:4])
@@ -195,6 +198,6 @@ def test_mirrored_training_codes_are_the_codes_of_mirrored_slices(tiny_prior_run
     state = json.load(open(os.path.join(copy, "prior_top", "checkpoint.json")))
     assert state["steps_per_epoch"] == 2 * len(codes["train"]["files"]) // 4
     os.remove(os.path.join(copy, "codes", f"{codes_lib.MIRRORED}.npz"))
-    with pytest.raises(pipeline.RunError, match="codes --run_dir"):
-        stages._training_codes(pipeline.open_run(copy, None, {}, create=False),
-                               pipeline.open_run(copy, None, {}, create=False).config.top_prior, 32, codes["train"])
+    with pytest.raises(rundir.RunError, match="codes --run_dir"):
+        stages._training_codes(rundir.open_run(copy, None, {}, create=False),
+                               rundir.open_run(copy, None, {}, create=False).config.top_prior, 32, codes["train"])

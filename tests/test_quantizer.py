@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_config_round_trip
-from oasis_gen.quantizer import VectorQuantizerEMA
+
+from oasis_gen.models.quantizer import VectorQuantizerEMA
 
 
 def _layer(num_embeddings=8, embedding_dim=4, threshold=0.0, **kwargs):

@@ -7,10 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import TINY_PRIOR_FLAGS, TINY_VQVAE_FLAGS
-from oasis_gen import pipeline, training
+
+from oasis_gen import rundir
 from oasis_gen.cli import train
+from oasis_gen.models import loading
+from oasis_gen.training import checkpoints
 
 KILLER = os.path.join(os.path.dirname(__file__), "killer.py")
 
@@ -25,7 +27,7 @@ def _killed(argv, at_checkpoint, mid_write=False):
 
 
 def _final_weights(folder):
-    return training.load_model(training.read_checkpoint_state(folder)["path"]).get_weights()
+    return loading.load_model(checkpoints.read_checkpoint_state(folder)["path"]).get_weights()
 
 
 def _assert_same_weights(first, second):
@@ -88,12 +90,12 @@ def test_kill_during_the_pipeline_redoes_no_finished_stage(tiny_phantom, tmp_pat
     prior = dict(hidden_channels=8, num_layers=2, kernel_size=3, num_heads=2, dropout=0.0, num_attention_blocks=1,
                  num_conditioning_layers=1)
     schedule = dict(batch_size=4, epochs=2, checkpoint_steps=2)
-    pipeline.open_run(run_dir, "quick", {"data": tiny, "vqvae": vqvae, "top_prior": prior, "bottom_prior": dict(prior, num_attention_blocks=0),
+    rundir.open_run(run_dir, "quick", {"data": tiny, "vqvae": vqvae, "top_prior": prior, "bottom_prior": dict(prior, num_attention_blocks=0),
                                          "vqvae_train": schedule, "top_prior_train": schedule,
                                          "bottom_prior_train": schedule})
     # Stage 1 writes 4 checkpoints (2 per epoch); the 6th write is mid-way through the top prior.
     _killed(["--run_dir", run_dir], 6)
-    run = pipeline.open_run(run_dir, None, {}, create=False)
+    run = rundir.open_run(run_dir, None, {}, create=False)
     assert run.is_complete("codes") and not run.is_complete("prior_top")
     finished = {stage: open(os.path.join(run_dir, stage, "COMPLETE")).read() for stage in ("data", "vqvae", "codes")}
     capsys.readouterr()

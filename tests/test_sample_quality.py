@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from oasis_gen import evaluate, metrics, realism
+from oasis_gen.cli import evaluate as evaluate_cli
+from oasis_gen.data import stream
+from oasis_gen.evaluation import metrics, realism
 
 
 def _phantoms(count, size=64, seed=0):
-    from oasis_gen.phantom import make_subject, render_slice
+    from oasis_gen.data.phantom import make_subject, render_slice
 
     rng = np.random.default_rng(seed)
     slices = [render_slice(make_subject(i, rng), int(rng.integers(0, 8)), 8, size, rng)[0] for i in range(count)]
@@ -162,7 +164,9 @@ def test_masked_ssim_and_psnr():
 def test_rounding_to_8_bits_matches_a_png_round_trip(tmp_path):
     import imageio.v3 as iio
 
-    from oasis_gen import data
+    from oasis_gen.evaluation import metrics
+
+
 
     rng = np.random.default_rng(7)
     floats = rng.random((3, 16, 16, 1)).astype(np.float32)
@@ -170,7 +174,7 @@ def test_rounding_to_8_bits_matches_a_png_round_trip(tmp_path):
     for index, image in enumerate(floats):
         paths.append(str(tmp_path / f"s_{index}.png"))
         iio.imwrite(paths[-1], (np.clip(image[..., 0], 0, 1) * 255).round().astype(np.uint8))
-    np.testing.assert_array_equal(metrics.to_8bit(floats), data.read_images(paths, 16))
+    np.testing.assert_array_equal(metrics.to_8bit(floats), stream.read_images(paths, 16))
 
 
 def _write_slices(folder, images, names):
@@ -183,11 +187,11 @@ def _write_slices(folder, images, names):
 
 
 def _training_slices(eval_phantom, count):
-    from oasis_gen import data
+    from oasis_gen.data import slices
 
-    folder = data.find_slices(eval_phantom)
+    folder = slices.find_slices(eval_phantom)
     paths = folder.split("train")[::max(1, len(folder.split("train")) // count)][:count]
-    return data.read_images(paths, 64), [os.path.basename(p) for p in paths]
+    return stream.read_images(paths, 64), [os.path.basename(p) for p in paths]
 
 
 FOLDER_FLAGS = ["--image_size", "64", "--c2st_epochs", "15", "--feature_epochs", "40"]
@@ -213,7 +217,7 @@ def folder_scores(eval_phantom, tmp_path_factory):
     for kind, batch in (("real", images), ("blurred", blurred)):
         folder = _write_slices(root / kind, batch, names)
         out = str(root / f"{kind}_out")
-        assert evaluate.main(["samples", "--samples", folder, "--data", eval_phantom, "--out", out]
+        assert evaluate_cli.main(["samples", "--samples", folder, "--data", eval_phantom, "--out", out]
                              + FOLDER_FLAGS) == 0
         scores[kind] = json.load(open(os.path.join(out, "metrics.json")))
         scores[kind]["out"] = out
@@ -244,7 +248,8 @@ def test_real_slices_score_at_the_floor_and_blurred_ones_far_above(folder_scores
 
 
 def test_the_position_network_is_cached_until_the_data_changes(folder_scores, eval_phantom, tmp_path):
-    from oasis_gen import feature_net, sample_quality
+    from oasis_gen.evaluation import feature_net
+    from oasis_gen.evaluation import samples as sample_quality
 
     reference_images, paths = sample_quality.read_real(sample_quality.config_for_folder(eval_phantom, 64, "resize"),
                                                        "train")[:2]
@@ -256,7 +261,8 @@ def test_the_position_network_is_cached_until_the_data_changes(folder_scores, ev
 
 
 def test_float_and_png_round_tripped_samples_score_identically(eval_phantom, tmp_path):
-    from oasis_gen import data, sample_quality
+    from oasis_gen.data import slices
+    from oasis_gen.evaluation import samples as sample_quality
 
     settings = sample_quality.EvaluationSettings(c2st_epochs=2, feature_epochs=2, progress=False)
     config = sample_quality.config_for_folder(eval_phantom, 64, "resize")
@@ -266,7 +272,7 @@ def test_float_and_png_round_tripped_samples_score_identically(eval_phantom, tmp
     floats = np.clip(images + rng.normal(0, 0.02, images.shape), 0, 1).astype(np.float32)
     folder = _write_slices(tmp_path / "pngs", floats, names)
     from_floats, _ = sample_quality.score_samples(floats, reference, settings)
-    from_pngs, _ = sample_quality.score_samples(data.read_images(data.list_sample_pngs(folder), 64), reference,
+    from_pngs, _ = sample_quality.score_samples(stream.read_images(slices.list_sample_pngs(folder), 64), reference,
                                                 settings)
     assert json.dumps(from_floats, sort_keys=True) == json.dumps(from_pngs, sort_keys=True)
 
@@ -275,16 +281,16 @@ def test_scoring_a_folder_refuses_what_is_not_a_png(eval_phantom, tmp_path, caps
     folder = tmp_path / "mixed"
     _write_slices(folder, _phantoms(4), [f"s{i}.png" for i in range(4)])
     (folder / "notes.txt").write_text("not an image")
-    assert evaluate.main(["samples", "--samples", str(folder), "--data", eval_phantom]) == 2
+    assert evaluate_cli.main(["samples", "--samples", str(folder), "--data", eval_phantom]) == 2
     assert "notes.txt is not a PNG" in capsys.readouterr().err
     (folder / "notes.txt").unlink()
     (folder / "s0.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
-    assert evaluate.main(["samples", "--samples", str(folder), "--data", eval_phantom]) == 2
+    assert evaluate_cli.main(["samples", "--samples", str(folder), "--data", eval_phantom]) == 2
     assert "s0.png" in capsys.readouterr().err
-    assert evaluate.main(["samples", "--samples", str(tmp_path / "missing"), "--data", eval_phantom]) == 2
+    assert evaluate_cli.main(["samples", "--samples", str(tmp_path / "missing"), "--data", eval_phantom]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        evaluate.main(["samples", "--data", eval_phantom])  # neither --run_dir nor --samples
+        evaluate_cli.main(["samples", "--data", eval_phantom])  # neither --run_dir nor --samples
 
 
 def test_inception_features_with_a_local_weights_file(tmp_path):
@@ -305,7 +311,7 @@ def test_inception_features_with_a_local_weights_file(tmp_path):
 
 def test_samples_command_writes_metrics_report_and_sweep(tiny_prior_run, eval_phantom, tmp_path, capsys):
     out = str(tmp_path / "evaluation")
-    assert evaluate.main(["samples", "--run_dir", tiny_prior_run, "--data", eval_phantom, "--num_samples", "8",
+    assert evaluate_cli.main(["samples", "--run_dir", tiny_prior_run, "--data", eval_phantom, "--num_samples", "8",
                           "--temperatures", "0.5,1.0", "--c2st_epochs", "2", "--feature_epochs", "2", "--out", out,
                           "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
@@ -331,9 +337,9 @@ def test_samples_command_writes_metrics_report_and_sweep(tiny_prior_run, eval_ph
 
 def test_samples_command_refuses_bad_requests(tiny_prior_run, tiny_phantom, tmp_path, capsys):
     base = ["samples", "--run_dir", tiny_prior_run, "--data", tiny_phantom]
-    assert evaluate.main(base + ["--inception_weights", str(tmp_path / "none.h5")]) == 2
+    assert evaluate_cli.main(base + ["--inception_weights", str(tmp_path / "none.h5")]) == 2
     assert "none.h5" in capsys.readouterr().err
-    assert evaluate.main(base + ["--num_samples", "2"]) == 2
+    assert evaluate_cli.main(base + ["--num_samples", "2"]) == 2
     assert "num_samples" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        evaluate.main(base + ["--temperatures", "hot"])
+        evaluate_cli.main(base + ["--temperatures", "hot"])

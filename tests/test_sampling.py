@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from oasis_gen.prior import BottomPrior, TopPrior
-from oasis_gen.sampling import PriorSampler
+from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.sampling.samplers import PriorSampler
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,9 @@ def test_generate_cli_on_a_tiny_run(tiny_prior_run, tmp_path, capsys):
 
 
 def test_generate_names_the_missing_stage(tiny_run, tmp_path, capsys):
-    from oasis_gen import pipeline
+    from oasis_gen import rundir
     from oasis_gen.cli import generate
 
-    pipeline.open_run(str(tmp_path / "fresh"), "quick", {})
+    rundir.open_run(str(tmp_path / "fresh"), "quick", {})
     assert generate.main(["--run_dir", str(tmp_path / "fresh")]) == 2
     assert "no finished 'vqvae' stage" in capsys.readouterr().err

@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import assert_config_round_trip, assert_saving_round_trip
-from oasis_gen.vqvae import VQVAE2
+
+from oasis_gen.models.vqvae import VQVAE2
 
 SMALL = dict(num_hiddens=16, num_residual_layers=1, num_residual_hiddens=8, num_embeddings=32, embedding_dim=8)
 
@@ -121,9 +121,9 @@ def test_vqvae_stage_on_tiny_phantom(tiny_run):
 
 
 def test_rerun_skips_and_more_epochs_resume_from_the_checkpoint(tiny_phantom, tmp_path, capsys):
-    import shutil
 
     from conftest import TINY_VQVAE_FLAGS
+
     from oasis_gen.cli import train
 
     run_dir = str(tmp_path / "run")

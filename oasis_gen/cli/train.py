@@ -12,7 +12,7 @@ Stages:
             (vqvae --levels 1), the DCGAN baseline prior: --kind dcgan (stage prior_dcgan)
     samples generate 16 slices into samples/ (see generate.py for more control)
     evaluate  score 64 new samples against the test split: evaluate/metrics.json, evaluate/report.md
-              (see `python -m oasis_gen.evaluate samples` for more control)
+              (see `python -m oasis_gen.cli.evaluate samples` for more control)
 """
 
 from __future__ import annotations
@@ -24,21 +24,27 @@ import time
 from typing import Sequence
 
 from oasis_gen import config as config_lib
-from oasis_gen import pipeline
-from oasis_gen.console import quiet_tensorflow
 
-STAGES = ("data", "vqvae", "codes", "prior_top", "prior_bottom", "samples", "evaluate")
-OPTIONAL_STAGES = ("prior_dcgan",)  # not in the default pipeline; --stages may name them
-_STAGE_SECTIONS = {
-    "data": (("data", config_lib.DataConfig),),
-    "vqvae": (("data", config_lib.DataConfig), ("vqvae", config_lib.VQVAEConfig),
-              ("vqvae_train", config_lib.TrainConfig)),
-    "codes": (),
-    "samples": (("sampling", config_lib.SamplingConfig),),
-    "evaluate": (("sampling", config_lib.SamplingConfig),),
-    "prior": (("LEVEL_prior", config_lib.PriorConfig), ("LEVEL_prior_train", config_lib.TrainConfig)),
-    "prior_dcgan": (("dcgan", config_lib.DCGANConfig), ("dcgan_train", config_lib.TrainConfig)),
-}
+pass  # @@EMPTY@@
+from oasis_gen import rundir
+from oasis_gen.cli.console import quiet_tensorflow
+
+COMMANDS = {}  # train.py sub-command -> the stages it runs (``prior`` runs one of three)
+for _stage in rundir.STAGES:
+    COMMANDS.setdefault(_stage.command.split()[0], []).append(_stage)
+
+
+def _section_types(stages) -> list[tuple[str, type]]:
+    """(section, dataclass) of every config section ``stages`` read, each dataclass once (the two
+    priors share their flags; ``--level`` picks the section)."""
+    found, types = [], set()
+    for stage in stages:
+        for section in stage.sections:
+            section_type = config_lib.section_type(section)
+            if section_type not in types:
+                types.add(section_type)
+                found.append((section, section_type))
+    return found
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -58,29 +64,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Stages:" + __doc__.split("Stages:")[1])
     _add_common(parser)
-    parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated stages of the pipeline to run (default: {','.join(STAGES)})")
+    parser.add_argument("--stages", default=",".join(rundir.PIPELINE),
+                        help=f"comma-separated stages of the pipeline to run (default: {','.join(rundir.PIPELINE)})")
     commands = parser.add_subparsers(dest="stage", metavar="STAGE")
-    for stage, sections in _STAGE_SECTIONS.items():
-        if stage == "prior_dcgan":
-            continue  # `prior --kind dcgan`
-        sub = commands.add_parser(stage, help=f"run only the '{stage}' stage")
+    for command, stages in COMMANDS.items():
+        sub = commands.add_parser(command, help=f"run only the '{command}' stage")
         _add_common(sub)
-        if stage == "prior":
-            sub.add_argument("--kind", default="pixelcnn", choices=("pixelcnn", "dcgan"),
+        if command == "prior":
+            sub.add_argument("--kind", default="pixelcnn", choices=rundir.PRIORS,
                              help="pixelcnn (default) or the DCGAN baseline of a single-level run")
             sub.add_argument("--level", choices=("top", "bottom"), help="which PixelCNN prior to train")
-            config_lib.add_flags(sub, config_lib.DCGANConfig)
-        for _, section_type in sections:
-            if section_type is config_lib.DataConfig:
-                continue  # --data and the data fields below are shared
+        for _, section_type in _section_types(stages):
             config_lib.add_flags(sub, section_type)
-        config_lib.add_flags(sub, config_lib.DataConfig)
     args = parser.parse_args(argv)
     if args.stage is None:
-        unknown = [s for s in args.stages.split(",") if s and s not in STAGES + OPTIONAL_STAGES]
+        unknown = [s for s in args.stages.split(",") if s and s not in rundir.STAGE]
         if unknown:
-            parser.error(f"unknown stages {unknown}; expected some of {list(STAGES + OPTIONAL_STAGES)}")
+            parser.error(f"unknown stages {unknown}; expected some of {list(rundir.STAGE)}")
     if args.stage == "prior" and args.kind == "pixelcnn" and args.level is None:
         parser.error("prior: --level top or --level bottom is required for a PixelCNN prior")
     return args
@@ -88,27 +88,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
     overrides: dict[str, dict] = {}
-    if stage == "prior" and args.kind == "dcgan":
-        stage = "prior_dcgan"
-    for name, section_type in _STAGE_SECTIONS.get(stage, ()):
-        name = name.replace("LEVEL", getattr(args, "level", "") or "")
-        overrides[name] = config_lib.given_flags(args, section_type)
+    if stage == "prior":
+        stage = "prior_dcgan" if args.kind == "dcgan" else f"prior_{args.level}"
+    for section in rundir.STAGE[stage].sections if stage else ():
+        overrides[section] = config_lib.given_flags(args, config_lib.section_type(section))
     if args.data_dir_flag is not None:
         overrides.setdefault("data", {})["data_dir"] = os.path.abspath(args.data_dir_flag)
     return overrides
 
 
-def _stage_functions():
-    from oasis_gen import stages
+def _stage_functions() -> dict:
+    from oasis_gen.training.stages import FUNCTIONS
 
-    return {"data": stages.stage_data, "vqvae": stages.stage_vqvae, "codes": stages.stage_codes,
-            "prior_top": stages.stage_prior_top, "prior_bottom": stages.stage_prior_bottom,
-            "samples": stages.stage_samples, "evaluate": stages.stage_evaluate,
-            "prior_dcgan": stages.stage_prior_dcgan}
+    return FUNCTIONS
 
 
-def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
-    timer = pipeline.StageTimer()
+def run_stages(run: rundir.Run, stages: Sequence[str], force: bool) -> dict:
+    timer = rundir.StageTimer()
     results = {}
     functions = _stage_functions()
     for stage in stages:
@@ -118,16 +114,16 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
         if run.is_complete(stage) and not force:
             reason = run.stale_reason(stage)
             if reason:
-                raise pipeline.RunError(f"{reason}; redo it with `python train.py {pipeline.stage_command(stage)} "
-                                        f"--run_dir {run.path} --force`")
+                raise rundir.RunError(f"{reason}; redo it with `python train.py {rundir.stage_command(stage)} "
+                                      f"--run_dir {run.path} --force`")
             print(f"[{stage}] already finished in {run.path}; skipping (use --force to redo)")
-            results[stage] = pipeline.read_json(os.path.join(run.path, stage, pipeline.COMPLETE))
+            results[stage] = rundir.read_json(os.path.join(run.path, stage, rundir.COMPLETE))
             continue
         print(f"[{stage}] starting")
-        from oasis_gen import training
+        from oasis_gen.training import loop as training
 
         if not training.is_chief():
-            if stage not in TRAIN_SECTIONS:
+            if rundir.STAGE[stage].train_section is None:
                 continue  # the chief's alone
             try:  # a non-chief worker trains in step with the chief and writes nothing into the run
                 functions[stage](run, force)
@@ -144,7 +140,7 @@ def run_stages(run: pipeline.Run, stages: Sequence[str], force: bool) -> dict:
     return results
 
 
-def _print_final(run: pipeline.Run, results: dict, timer: pipeline.StageTimer) -> None:
+def _print_final(run: rundir.Run, results: dict, timer: rundir.StageTimer) -> None:
     print(f"\nrun directory: {run.path}")
     print(f"{'stage':<14}{'seconds':>10}  summary")
     for stage, summary in results.items():
@@ -153,17 +149,14 @@ def _print_final(run: pipeline.Run, results: dict, timer: pipeline.StageTimer) -
         print(f"{stage:<14}{'skipped' if seconds is None else f'{seconds:.1f}':>10}  {shown}")
 
 
-TRAIN_SECTIONS = {"vqvae": "vqvae_train", "prior_top": "top_prior_train", "prior_bottom": "bottom_prior_train",
-                  "prior_dcgan": "dcgan_train"}
-
-
-def _start_multiworker(run: pipeline.Run, stages: Sequence[str]) -> None:
+def _start_multiworker(run: rundir.Run, stages: Sequence[str]) -> None:
     """Creates the multi-worker strategy before TensorFlow's first operation when a stage asks for it.
 
     Every worker runs the same command; one training stage per command (the chief alone goes on
     to the stages after it, which the other workers would never join)."""
-    distributed = [s for s in stages if s in TRAIN_SECTIONS
-                   and getattr(run.config, TRAIN_SECTIONS[s]).strategy == "multiworker"]
+    train_sections = {s: rundir.STAGE[s].train_section for s in stages}
+    distributed = [s for s, section in train_sections.items()
+                   if section and getattr(run.config, section).strategy == "multiworker"]
     if not distributed:
         return
     if run.config.data.data_dir is None:
@@ -172,9 +165,9 @@ def _start_multiworker(run: pipeline.Run, stages: Sequence[str]) -> None:
     if [s for s in stages if s != "data"] != distributed[:1]:
         raise ValueError(f"--strategy multiworker trains one stage per command, run on every worker "
                          f"(e.g. `python train.py vqvae --strategy multiworker`); got stages {list(stages)}")
-    from oasis_gen import training
+    from oasis_gen.training.loop import start_multiworker
 
-    training.start_multiworker()
+    start_multiworker()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,14 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: data folder {args.data_dir_flag} does not exist", file=sys.stderr)
         return 2
     quiet_tensorflow(args.verbose)
-    from oasis_gen.data import DataError
+    from oasis_gen.data.slices import DataError
 
     try:
         if args.stage == "prior":
             stages = ["prior_dcgan"] if args.kind == "dcgan" else [f"prior_{args.level}"]
         else:
             stages = [args.stage] if args.stage else [s for s in args.stages.split(",") if s]
-        run = pipeline.open_run(args.run_dir or pipeline.default_run_dir(), args.preset,
+        run = rundir.open_run(args.run_dir or rundir.default_run_dir(), args.preset,
                                 _overrides(args, args.stage), override=args.override,
                                 unlocked=stages if args.force else ())
         _start_multiworker(run, stages)
@@ -200,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         run_stages(run, stages, args.force)
         print(f"total {time.perf_counter() - start:.1f} s")
-    except (DataError, pipeline.RunError, ValueError, RuntimeError, FileNotFoundError) as error:
+    except (DataError, rundir.RunError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
