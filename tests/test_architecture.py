@@ -129,3 +129,14 @@ def test_the_checker_catches_a_cycle_and_an_upward_import(tmp_path, monkeypatch)
     fake.write_text("from oasis_gen.training.loop import fit_stage\n")
     edges = [t for t, _, _ in _imports(str(fake), "oasis_gen.models.quantizer", modules)]
     assert edges == ["oasis_gen.training.loop"] and RANK[_layer(edges[0])] > RANK["models"]
+
+
+def test_no_package_or_test_file_is_ignored_by_git():
+    """A ``.gitignore`` pattern such as ``data/`` once hid ``oasis_gen/data/`` from every clone."""
+    root = os.path.dirname(PACKAGE)
+    if not os.path.isdir(os.path.join(root, ".git")) and not os.path.isfile(os.path.join(root, ".git")):
+        pytest.skip("not a git checkout")
+    paths = [os.path.relpath(path, root) for path in _modules().values()]
+    paths += [os.path.join("tests", name) for name in os.listdir(os.path.join(root, "tests")) if name.endswith(".py")]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert result.stdout.strip() == "", f"ignored by .gitignore: {result.stdout.split()}"

@@ -233,8 +233,12 @@ def test_real_slices_score_at_the_floor_and_blurred_ones_far_above(folder_scores
     assert blurred["c2st_auc"] > 0.8, blurred["c2st_auc"]
     assert blurred["c2st_auc_low"] > real["c2st_auc_floor_high"], (blurred["c2st_auc_low"], real["c2st_auc_floor_high"])
     assert real["fd_brain"] == pytest.approx(real["fd_brain_floor"], rel=1e-6)  # the same slices
-    # each folder's evaluation trains its own position network, so FDs compare only within one report
-    assert blurred["fd_brain"] > 2.5 * blurred["fd_brain_floor"], (blurred["fd_brain"], blurred["fd_brain_floor"])
+    # each folder's evaluation trains its own position network, so FDs compare only within one report; that
+    # network's scale varies from one training to the next (floors of 1.1 and 8.4 seen), so the margin is modest
+    # and the manifold measures, which are scale-free, must fall too
+    assert blurred["fd_brain"] > 1.5 * blurred["fd_brain_floor"], (blurred["fd_brain"], blurred["fd_brain_floor"])
+    assert blurred["density"] < 0.7 * blurred["density_floor"], (blurred["density"], blurred["density_floor"])
+    assert blurred["coverage"] < blurred["coverage_floor"], (blurred["coverage"], blurred["coverage_floor"])
     assert real["c2st_auc_reconstructions"] is None  # no run, no decoder floor
     assert real["c2st_folds"] == 4 and real["c2st_slices_per_side"] == 64  # all 64 held-out slices
     assert real["position_source"] == "requested" and real["position_accuracy"] is not None
