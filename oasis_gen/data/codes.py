@@ -12,11 +12,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from oasis_gen.data.slices import slice_position
 from oasis_gen.data.stream import shuffled_indices
 from oasis_gen.fileio import atomic_path
+from oasis_gen.progress import progress_bar
 
 
 def encode_dataset(model, dataset, progress: bool = True, description: str = "encoding") -> dict:
@@ -28,7 +28,7 @@ def encode_dataset(model, dataset, progress: bool = True, description: str = "en
     """
     encode = tf.function(model.encode)
     tops, bottoms, files = [], [], []
-    for images, paths in tqdm(dataset, desc=description, disable=not progress, leave=False):
+    for images, paths in progress_bar(dataset, desc=description, unit="batch", disable=not progress, leave=False):
         top, bottom = encode(images)
         if top is not None:
             tops.append(top.numpy().astype(np.int16))

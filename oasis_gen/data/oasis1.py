@@ -42,10 +42,10 @@ import warnings
 
 import imageio.v3 as iio
 import numpy as np
-from tqdm.auto import tqdm
 
 from oasis_gen.data.slices import MASK_FOLDER, SPLIT_FOLDER, SPLITS, DataError, parse_slice_name, split_by_subject
 from oasis_gen.fileio import atomic_write_text
+from oasis_gen.progress import progress_bar
 
 SIZE = 256
 SESSION = re.compile(r"^OAS1_(\d{4})_MR(\d+)$")
@@ -243,7 +243,8 @@ def import_oasis1(source: str, out: str, slices: slice = slice(100, 132), image:
         by_subject: dict[int, list[Session]] = {}
         for session in sessions:
             by_subject.setdefault(session.subject, []).append(session)
-        for subject, subject_sessions in tqdm(sorted(by_subject.items()), desc="subjects", disable=not progress):
+        for subject, subject_sessions in progress_bar(sorted(by_subject.items()), desc="subjects", unit="subject",
+                                                        disable=not progress):
             split = split_of[subject]
             for session in subject_sessions:
                 try:

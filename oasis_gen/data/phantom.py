@@ -24,9 +24,9 @@ import os
 
 import imageio.v3 as iio
 import numpy as np
-from tqdm.auto import tqdm
 
 from oasis_gen.data.slices import MASK_FOLDER, PHANTOM_MARKER, SPLIT_FOLDER
+from oasis_gen.progress import progress_bar
 
 BACKGROUND, CSF, GREY, WHITE = 0, 1, 2, 3
 MASK_VALUES = np.array([0, 85, 170, 255], dtype=np.uint8)
@@ -192,7 +192,7 @@ def write_phantom(out_dir: str, num_subjects: int = 40, slices_per_subject: int 
     written = {"train": 0, "validate": 0, "test": 0}
     jobs = [(out_dir, subject, split_of[subject.case], slices_per_subject, size, seed) for subject in subjects]
     workers = max(1, min(os.cpu_count() or 1, 8, len(jobs) // 4))
-    bar = tqdm(total=len(jobs), desc="phantom subjects", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="phantom subjects", unit="subject", disable=not progress)
     if workers == 1:
         for job in jobs:
             written[job[2]] += _write_subject(*job)

@@ -20,11 +20,11 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from oasis_gen.data import slices
 from oasis_gen.fileio import atomic_write_json
 from oasis_gen.models.loading import save_model_atomic
+from oasis_gen.progress import progress_bar
 
 POSITION_BANDS = 8
 REPORT_BANDS = 4  # the per-position tables: slices 0-7, 8-15, 16-23, 24-31 of a 32-slice stack
@@ -142,7 +142,7 @@ def train_feature_net(images: np.ndarray, positions: np.ndarray, num_positions: 
 
     dataset = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=seed)
                .map(shift, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size))
-    bar = tqdm(total=epochs, desc="position network", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(total=epochs, desc="position network", unit="epoch", disable=not progress, leave=False)
     tick = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(1))
     history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[tick])
     bar.close()

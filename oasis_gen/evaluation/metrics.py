@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from oasis_gen.models.vqvae import PERFECT_MSE, PERFECT_PSNR_DB, psnr
+from oasis_gen.progress import progress_bar
 
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 
@@ -78,7 +78,7 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
     names = ("ssim", "ms_ssim", "psnr", "mse", "ssim_brain", "psnr_brain")
     values = {name: [] for name in names}
     counts = {name: np.zeros(model.num_embeddings, np.int64) for name in model.level_names}
-    for batch in tqdm(dataset, desc="evaluating", disable=not progress, leave=False):
+    for batch in progress_bar(dataset, desc="evaluating", unit="batch", disable=not progress, leave=False):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         *per_image, batch_counts = step(images)
         for key, value in zip(names, per_image):

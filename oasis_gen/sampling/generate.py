@@ -9,12 +9,12 @@ import time
 import imageio.v3 as iio
 import matplotlib
 import numpy as np
-from tqdm.auto import tqdm
 
 from oasis_gen import plots, rundir
 from oasis_gen.data import codes as codes_lib
 from oasis_gen.fileio import atomic_path, atomic_write_json
 from oasis_gen.models.loading import load_model
+from oasis_gen.progress import progress_bar
 from oasis_gen.rundir import PRIORS
 from oasis_gen.sampling.samplers import PriorSampler, draw_positions, per_level
 from oasis_gen.seeds import derive_seed
@@ -139,7 +139,7 @@ def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature=1.0, 
         raise ValueError("these priors were trained without slice positions: --slice_index does not apply")
     levels = 1 if top_prior is None else 2
     (top_temperature, bottom_temperature), (top_top_k, bottom_top_k) = per_level(temperature), per_level(top_k)
-    with tqdm(total=levels * num_samples, desc=f"sampling ({method})", disable=not progress) as bar:
+    with progress_bar(total=levels * num_samples, desc=f"sampling ({method})", unit="code map", disable=not progress) as bar:
         top = None
         if top_prior is not None:
             top = PriorSampler(top_prior, method, batch_size)(

@@ -21,7 +21,7 @@ import tensorflow as tf
 from oasis_gen.fileio import read_history
 from oasis_gen.models.loading import load_model
 from oasis_gen.models.precision import precision_scope, resolve_precision
-from oasis_gen.training.callbacks import CurvePlot, StopOnNonFinite, TimeLimit
+from oasis_gen.training.callbacks import CurvePlot, EpochLine, StopOnNonFinite, TimeLimit
 from oasis_gen.training.checkpoints import StageCheckpoint, TrainClock, read_checkpoint_state, remove_stale_checkpoints
 
 
@@ -113,7 +113,7 @@ def make_optimizer(train_config, optimizer=None, total_steps: int = 0):
 
 def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, train_config, monitor: str | None,
               mode: str, steps_per_epoch: int, force: bool = False, extra_callbacks=(), panels=(),
-              verbose: int = 2, optimizer=None) -> dict:
+              shown=("loss",), optimizer=None) -> dict:
     """Trains a stage's model with resume, checkpoints, logs, plots, a time limit and a NaN stop.
 
     Resumes from the checkpoint ``folder/checkpoint.json`` names unless ``force`` (then ``build()`` makes a fresh model
@@ -129,6 +129,7 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
         train_stream: ``step -> tf.data.Dataset``, the endless training batches from global step ``step``.
         steps_per_epoch: training steps per epoch.
         optimizer: ``() -> optimizer`` for a fresh model (default: ``make_optimizer(train_config)``).
+        shown: the metrics of the one-line epoch summary (``EpochLine``); all of them go to ``history.csv``.
 
     Returns:
         ``epochs_trained`` (all sessions), ``train_seconds_this_session`` and ``stopped_by_time_limit``.
@@ -138,11 +139,11 @@ def fit_stage(name: str, folder: str, build, train_stream, validation_dataset, t
     """
     with precision_scope(train_config.precision):
         return _fit(name, folder, build, train_stream, validation_dataset, train_config, monitor, mode,
-                    steps_per_epoch, force, extra_callbacks, panels, verbose, optimizer)
+                    steps_per_epoch, force, extra_callbacks, panels, shown, optimizer)
 
 
 def _fit(name, folder, build, train_stream, validation_dataset, train_config, monitor, mode, steps_per_epoch,
-         force, extra_callbacks, panels, verbose, optimizer) -> dict:
+         force, extra_callbacks, panels, shown, optimizer) -> dict:
     if train_config.op_determinism:
         # Process-wide and permanent: GPU kernels (convolution backprop, segment sums, scatter) take
         # their deterministic, slower paths. CPU kernels here are deterministic already.
@@ -212,9 +213,10 @@ def _fit(name, folder, build, train_stream, validation_dataset, train_config, mo
                      keras.callbacks.CSVLogger(history_path, append=state is not None or index > 0),
                      keras.callbacks.TensorBoard(os.path.join(folder, "tensorboard"), profile_batch=0),
                      *extra_callbacks,
-                     CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"), list(panels)), time_limit]
+                     CurvePlot(history_path, os.path.join(folder, "plots", "curves.png"), list(panels)), time_limit,
+                     EpochLine(name.removeprefix("the "), train_config.epochs, steps, shown)]
         model.fit(train_stream(checkpoint.step), validation_data=validation_dataset, epochs=end, initial_epoch=first,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+                  steps_per_epoch=steps, callbacks=callbacks, verbose=0, shuffle=False)
     if non_finite.failed_at is not None:
         last = read_checkpoint_state(folder)
         kept = (f"the last good checkpoint {last['path']} (step {last['step']}) is kept"

@@ -7,7 +7,6 @@ function returns, so an interrupted stage is resumed (from its last checkpoint) 
 from __future__ import annotations
 
 import os
-import sys
 
 import keras
 import numpy as np
@@ -16,7 +15,7 @@ from oasis_gen.config import one_or_pair
 from oasis_gen.data import codes as codes_lib
 from oasis_gen.data.phantom import write_phantom
 from oasis_gen.data.slices import PHANTOM_MARKER, SPLITS, DataError, SliceFolder, find_slices
-from oasis_gen.data.stream import format_summary, load_split, make_dataset, preview_slices, summarize
+from oasis_gen.data.stream import format_summary, load_split, make_dataset, preview_slices, read_images, summarize
 from oasis_gen.evaluation.metrics import evaluate_reconstruction
 from oasis_gen.evaluation.samples import evaluate_samples
 from oasis_gen.fileio import atomic_write_json
@@ -28,7 +27,7 @@ from oasis_gen.models.vqvae import build_vqvae
 from oasis_gen.plots import image_grid, save
 from oasis_gen.rundir import STAGE, Run, RunError
 from oasis_gen.sampling.generate import decode_in_batches, run_generation
-from oasis_gen.training.callbacks import CodebookWatch
+from oasis_gen.training.callbacks import CodebookWatch, tensorboard_images
 from oasis_gen.training.loop import fit_stage
 
 FUNCTIONS: dict = {}  # stage name -> function(run, force) -> summary; the stages themselves are in rundir.STAGES
@@ -85,10 +84,6 @@ def settle_precision(run: Run, train_cfg, stage: str) -> str:
     return resolved
 
 
-def _verbosity() -> int:
-    return 1 if sys.stdout.isatty() else 2
-
-
 def _pixel_variance(dataset) -> float:
     total, total_sq, count = 0.0, 0.0, 0
     for images in dataset:
@@ -100,8 +95,9 @@ def _pixel_variance(dataset) -> float:
     return float(total_sq / count - mean * mean)
 
 
-def _reconstruction_grid_callback(images: np.ndarray, folder: str, synthetic: bool):
-    """Keras callback: inputs over reconstructions of fixed validation slices, one PNG per epoch."""
+def _reconstruction_grid_callback(images: np.ndarray, folder: str, synthetic: bool, logdir: str):
+    """Keras callback: inputs over reconstructions of fixed validation slices, one PNG per epoch, and
+    each input beside its reconstruction in TensorBoard's image tab (``logdir``)."""
 
 
     class ReconstructionGrid(keras.callbacks.Callback):
@@ -113,6 +109,8 @@ def _reconstruction_grid_callback(images: np.ndarray, folder: str, synthetic: bo
             save(image_grid([("input", images), ("reconstruction", reconstructions)],
                             label + (" - SYNTHETIC phantom data" if synthetic else "")),
                  os.path.join(folder, f"reconstructions_epoch_{epoch + 1:03d}.png"))
+            tensorboard_images(logdir, "validation slice | reconstruction",
+                               np.concatenate([images, reconstructions], axis=2), step=epoch + 1)
 
     return ReconstructionGrid()
 
@@ -159,10 +157,12 @@ def stage_vqvae(run: Run, force: bool = False) -> dict:
     fitted = fit_stage(
         "stage 1", folder, build, train_stream, val_ds, train_cfg, monitor="val_ssim", mode="max",
         steps_per_epoch=train_cfg.steps_per_epoch or len(train_source) // train_cfg.batch_size, force=force,
-        extra_callbacks=[_reconstruction_grid_callback(preview_slices(val_source)[0], plot_folder, train_source.synthetic),
+        extra_callbacks=[_reconstruction_grid_callback(preview_slices(val_source)[0], plot_folder, train_source.synthetic,
+                                                       os.path.join(folder, "tensorboard", "images")),
                          codebook_watch],
         panels=[("loss", ["loss", "reconstruction_loss"]), ("validation SSIM", ["ssim"]),
-                ("codebook usage", [f"{level}_usage" for level in levels])], verbose=_verbosity())
+                ("codebook usage", [f"{level}_usage" for level in levels])],
+        shown=("loss", "ssim", *[f"{level}_usage" for level in levels]))
     best = load_model(os.path.join(folder, "model.keras"))
     test_ds, test_source = load_split(cfg.data, "test", train_cfg.batch_size, folder=slices)
     results = evaluate_reconstruction(best, test_ds)
@@ -278,7 +278,7 @@ def train_prior(run: Run, level: str, force: bool = False) -> dict:
         steps_per_epoch=train_cfg.steps_per_epoch or len(training_codes["bottom"]) // train_cfg.batch_size,
         force=force,
         panels=[("NLL (bits per code)", ["bits_per_code"]), ("token accuracy (background-inflated)", ["accuracy"])],
-        verbose=_verbosity())
+        shown=("bits_per_code",))
     best = load_model(os.path.join(folder, "model.keras"))
     results = {"level": level, "parameters": int(best.count_params()), "num_embeddings": num_embeddings,
                "uniform_bits_per_code": float(np.log2(num_embeddings)), **fitted,
@@ -358,7 +358,7 @@ def stage_prior_dcgan(run: Run, force: bool = False) -> dict:
         force=force, extra_callbacks=[SampleGrid(), watch],
         optimizer=lambda: keras.optimizers.Adam(train_cfg.learning_rate, beta_1=0.5),
         panels=[("losses", ["d_loss", "g_loss"]), ("discriminator accuracy", ["d_real_accuracy", "d_fake_accuracy"])],
-        verbose=_verbosity())
+        shown=("d_loss", "g_loss"))
     model = load_model(os.path.join(folder, "model.keras"))
     results = {"kind": "dcgan", "generator_parameters": int(model.generator.count_params()),
                "discriminator_parameters": int(model.discriminator.count_params()), "latent_scale": scale,
@@ -389,6 +389,10 @@ def stage_samples(run: Run, force: bool = False) -> dict:
             os.remove(os.path.join(out, name))
     summary = run_generation(run.path, num_samples=run.config.sampling.num_samples, **_sampling_settings(run),
                              out=out, gif=True)
+    paths = sorted(os.path.join(out, name) for name in os.listdir(out)
+                   if name.startswith("sample_") and name.endswith(".png"))
+    tensorboard_images(os.path.join(out, "tensorboard"), "samples", read_images(paths, run.config.data.image_size),
+                       description="the samples stage's slices, as written to PNG")
     return {"samples": summary["num_samples"], "seconds_per_brain": summary["seconds_per_brain"],
             "grid": os.path.join(summary["out"], "grid.png")}
 
