@@ -25,8 +25,8 @@ from oasis_gen.fileio import atomic_write_text
 CONFIG_VERSION = 1
 
 
-def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any) -> Any:
-    metadata = {"help": help}
+def _field(default: Any, help: str, choices: tuple | None = None, flag: bool = True, **kwargs: Any) -> Any:
+    metadata = {"help": help, "flag": flag}
     if choices is not None:
         metadata["choices"] = choices
     if isinstance(default, (list, dict)):
@@ -38,7 +38,8 @@ def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any)
 class DataConfig:
     """Where the slices are and how they are streamed (see ``oasis_gen.data.slices`` and ``oasis_gen.data.stream``)."""
 
-    data_dir: str | None = _field(None, "OASIS-layout folder, or a flat folder of slices to split by subject")
+    data_dir: str | None = _field(None, "OASIS-layout folder, or a flat folder of slices to split by subject",
+                                  flag=False)  # the commands' own --data sets it
     image_size: int = _field(256, "side of the square images fed to the model")
     resize_method: str = _field(
         "resize", "how slices of another size are brought to image_size ('none' refuses them)",
@@ -329,34 +330,69 @@ def _flag_type(annotation: Any) -> type:
     return annotation
 
 
-def add_flags(parser: argparse.ArgumentParser, section_type: type, title: str | None = None) -> None:
+SECTION_TITLES = {"data": "data", "vqvae": "VQ-VAE-2 model", "vqvae_train": "VQ-VAE-2 training",
+                  "top_prior": "top prior model", "bottom_prior": "bottom prior model",
+                  "top_prior_train": "top prior training", "bottom_prior_train": "bottom prior training",
+                  "sampling": "samples and evaluate stages", "dcgan": "DCGAN prior model",
+                  "dcgan_train": "DCGAN prior training"}
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def preset_defaults(sections: typing.Sequence[str], name: str) -> str:
+    """What field ``name`` of ``sections`` is in each preset, as few words as the values allow:
+    ``default 16``, ``quick 10, cpu 6, oasis 100``, or per section when they differ."""
+    table = {section: {preset_name: _shown(getattr(getattr(make(), section), name))
+                       for preset_name, make in PRESETS.items()} for section in sections}
+    rows = list(table.values())
+    if all(row == rows[0] for row in rows):
+        values = set(rows[0].values())
+        if len(values) == 1:
+            return f"default {values.pop()}"
+        return ", ".join(f"{preset_name} {value}" for preset_name, value in rows[0].items())
+    return "; ".join(f"{SECTION_TITLES.get(section, section)}: "
+                     + ", ".join(f"{preset_name} {value}" for preset_name, value in row.items())
+                     for section, row in table.items())
+
+
+def add_flags(parser: argparse.ArgumentParser, section_type: type, sections: typing.Sequence[str] = (),
+              title: str | None = None, skip: typing.Collection[str] = (), prefix: str = "") -> None:
     """Adds one ``--field_name`` flag per field of the dataclass ``section_type``.
 
-    Every flag defaults to None (not given), so presets and stored configs are only
-    overridden by what the user typed.
+    Every flag defaults to None (not given), so presets and stored configs are only overridden by
+    what the user typed. The help shows each preset's value of the field in ``sections`` (the
+    config sections the flag sets; with none, the dataclass default), and the allowed values of a
+    field with choices. Fields marked ``flag=False`` and those in ``skip`` get no flag. ``prefix``
+    keeps two parsers' flags apart in one namespace (read them with the same prefix).
     """
-    group = parser.add_argument_group(title or section_type.__name__)
+    group = parser.add_argument_group(title or " / ".join(SECTION_TITLES.get(s, s) for s in sections)
+                                      or section_type.__name__)
     hints = typing.get_type_hints(section_type)
     for field in dataclasses.fields(section_type):
+        if not field.metadata.get("flag", True) or field.name in skip:
+            continue
         flag_type = _flag_type(hints[field.name])
-        described = f"{field.metadata.get('help', '')} (preset default: {field.default})"
+        defaults = preset_defaults(sections, field.name) if sections else f"default {_shown(field.default)}"
+        described = f"{field.metadata.get('help', '')} ({defaults})"
         kwargs: dict[str, Any] = {"default": None, "help": described.replace("%", "%%")}  # argparse formats help
         if flag_type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = flag_type
             if "choices" in field.metadata:
-                kwargs["choices"] = field.metadata["choices"]
-        if flag_type is not bool:
-            kwargs["metavar"] = field.name.upper()
-        group.add_argument(f"--{field.name}", dest=f"{section_type.__name__}.{field.name}", **kwargs)
+                kwargs["choices"] = field.metadata["choices"]  # argparse shows them as the metavar
+            else:
+                kwargs["metavar"] = field.name.upper()
+        group.add_argument(f"--{field.name}", dest=f"{prefix}{section_type.__name__}.{field.name}", **kwargs)
 
 
-def given_flags(args: argparse.Namespace, section_type: type) -> dict[str, Any]:
+def given_flags(args: argparse.Namespace, section_type: type, prefix: str = "") -> dict[str, Any]:
     """Returns the fields of ``section_type`` that were given on the command line."""
     given = {}
     for field in dataclasses.fields(section_type):
-        value = getattr(args, f"{section_type.__name__}.{field.name}", None)
+        value = getattr(args, f"{prefix}{section_type.__name__}.{field.name}", None)
         if value is not None:
             given[field.name] = value
     return given

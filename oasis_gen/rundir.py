@@ -21,8 +21,6 @@ import time
 from typing import Sequence
 
 from oasis_gen import config as config_lib
-
-pass  # @@EMPTY@@
 from oasis_gen.fileio import atomic_write_json
 
 COMPLETE = "COMPLETE"
@@ -213,6 +211,43 @@ def _upstream(stage: str) -> list[str]:
     return found
 
 
+def find_run(needs: str | None = None, start: str | None = None) -> str:
+    """The newest run directory (by its latest finished stage) under the nearest ``runs/`` folder at
+    or above ``start`` (default: the working directory), among those where stage ``needs`` has
+    finished; a notebook in ``notebooks/`` finds the runs ``python train.py`` wrote at the root.
+
+    Raises:
+        RunError: no ``runs/`` folder, or no run in it with a finished ``needs``; says how to make one.
+    """
+    folder = os.path.abspath(start or os.getcwd())
+    make = "train one first: `python train.py` from the repository root (a quick demo run, minutes on a CPU)"
+    while not os.path.isdir(os.path.join(folder, "runs")):
+        if os.path.dirname(folder) == folder:
+            raise RunError(f"no runs/ folder at or above {os.path.abspath(start or os.getcwd())}; {make}")
+        folder = os.path.dirname(folder)
+    runs = os.path.join(folder, "runs")
+    found = []
+    for name in os.listdir(runs):
+        path = os.path.join(runs, name)
+        if not os.path.exists(os.path.join(path, "config.json")):
+            continue
+        if needs is not None and not os.path.exists(os.path.join(path, needs, COMPLETE)):
+            continue
+        markers = [os.path.join(path, stage.name, COMPLETE) for stage in STAGES]
+        times = [os.path.getmtime(marker) for marker in markers if os.path.exists(marker)]
+        found.append((max(times, default=os.path.getmtime(os.path.join(path, "config.json"))), path))
+    if not found:
+        what = f"with a finished '{needs}' stage" if needs else ""
+        raise RunError(f"no run {what} in {runs}; {make}".replace("  ", " "))
+    return max(found)[1]
+
+
+def data_folder(run_dir: str) -> str:
+    """The slices run ``run_dir`` trained on: its ``--data`` folder, or the phantom data written into it."""
+    config = config_lib.load_config(os.path.join(run_dir, "config.json"))
+    return config.data.data_dir or os.path.join(run_dir, "data")
+
+
 def default_run_dir() -> str:
     return os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
@@ -233,7 +268,8 @@ def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], 
     """Opens (or creates) a run directory and resolves its configuration.
 
     A new run starts from the preset (``quick`` when none is given) with ``overrides`` applied.
-    An existing run starts from its stored ``config.json``. Flags may freely set the sections of
+    An existing run starts from its stored ``config.json``, unless no stage has started in it and a
+    preset is given: then it starts afresh from that preset. Flags may freely set the sections of
     stages that have not started yet (the change is reported); flags that disagree with the
     settings of a started or finished stage are refused with a list of the conflicts, unless
     ``override`` is set or the stage is in ``unlocked`` (being redone from scratch).
@@ -252,6 +288,16 @@ def open_run(run_dir: str, preset_name: str | None, overrides: dict[str, dict], 
     """
     path = os.path.abspath(run_dir)
     stored_path = os.path.join(path, "config.json")
+    fresh = not any(Run(path, config_lib.Config()).has_started(stage.name) for stage in STAGES)
+    if os.path.exists(stored_path) and fresh and preset_name:
+        # nothing was trained yet (e.g. the first command failed on a mistyped --data): the stored
+        # configuration holds no result, so the preset and flags given now simply replace it
+        stored = config_lib.load_config(stored_path)
+        if stored.preset != preset_name:
+            print(f"no stage has started in {path}: its configuration is replaced by the {preset_name} preset")
+        run = Run(path, _apply(config_lib.preset(preset_name), overrides))
+        run.save_config()
+        return run
     if os.path.exists(stored_path):
         stored = config_lib.load_config(stored_path)
         resolved = _apply(stored, overrides)

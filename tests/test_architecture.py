@@ -11,11 +11,12 @@ import pytest
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "oasis_gen")
 # Higher layers may import lower or equal ones (equal: inside one package, or training -> evaluation's level).
 RANK = {"cli": 7, "benchmarks": 6, "training": 5, "evaluation": 4, "sampling": 3, "models": 2, "data": 1,
-        "rundir": 0, "plots": 0, "config": 0, "fileio": 0, "seeds": 0}
+        "rundir": 0, "plots": 0, "progress": 0, "config": 0, "fileio": 0, "seeds": 0}
 # Function-level imports are kept for dependencies that are optional or costly and needed by one path only.
 OPTIONAL = {"torch", "nibabel", "tensorflow_probability", "tensorflow.python.profiler"}
 # Imported by the commands before their arguments are checked: they must not load TensorFlow.
-BEFORE_TENSORFLOW = ["oasis_gen.config", "oasis_gen.rundir", "oasis_gen.fileio", "oasis_gen.plots",
+BEFORE_TENSORFLOW = ["oasis_gen.config", "oasis_gen.rundir", "oasis_gen.fileio", "oasis_gen.plots", "oasis_gen.progress",
+                     "oasis_gen.training.summary",
                      "oasis_gen.data.slices", "oasis_gen.cli.train", "oasis_gen.cli.generate",
                      "oasis_gen.cli.evaluate", "oasis_gen.cli.data", "oasis_gen.cli.figures", "oasis_gen.cli.bench",
                      "oasis_gen.cli.prepare", "oasis_gen.cli.phantom"]

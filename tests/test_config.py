@@ -5,8 +5,6 @@ import pytest
 
 from oasis_gen import config
 
-pass  # @@EMPTY@@
-
 
 @pytest.mark.parametrize("name", sorted(config.PRESETS))
 def test_preset_json_round_trip(tmp_path, name):

@@ -126,3 +126,26 @@ def test_generate_refuses_priors_trained_on_codes_of_another_vqvae(tiny_prior_ru
     assert generate.main(["--run_dir", run_dir, "--num_samples", "1", "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "'prior_top' was built from another 'codes'" in error and "prior --level top" in error
+
+
+def test_a_training_command_ends_with_a_table_next_steps_and_a_run_index(tiny_prior_run, tmp_path, capsys):
+    import re
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_prior_run, run_dir)
+    capsys.readouterr()
+    assert train.main(["samples", "--run_dir", run_dir, "--num_samples", "4"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("stage  "):out.index("next steps")]
+    assert re.search(r"VQ-VAE-2 \(stage 1\)\s+\(\d+(\.\d)? s\)\s+test SSIM 0\.\d{3}, PSNR \d+\.\d dB", table), table
+    assert re.search(r"samples\s+\d+(\.\d)? s\s+4 slices, \d+\.\d\d s per brain", table), table
+    assert "{" not in table and "gap_bits" not in table  # no raw dicts
+    assert f"tensorboard --logdir {run_dir}" in out and f"python generate.py --run_dir {run_dir}" in out
+    assert "train on real OASIS slices" not in out  # the tiny run has --data
+    index = open(os.path.join(run_dir, "report.md")).read()
+    links = re.findall(r"\]\(([^)]+)\)", index)
+    assert "vqvae/metrics.json" in links and "samples/grid.png" in links and "prior_top/plots/curves.png" in links
+    assert all(os.path.exists(os.path.join(run_dir, link)) for link in links)
+    assert sum("reconstructions_epoch_" in link for link in links) == 1  # only the last epoch's grid
+    for board in ("vqvae/tensorboard/images", "samples/tensorboard"):
+        assert any(name.startswith("events.out") for name in os.listdir(os.path.join(run_dir, board))), board

@@ -22,7 +22,7 @@ import json
 import sys
 from typing import Sequence
 
-from oasis_gen.cli.console import quiet_tensorflow
+from oasis_gen.cli.console import plain, program_name, quiet_tensorflow
 from oasis_gen.data.slices import DataError
 from oasis_gen.rundir import RunError
 
@@ -34,7 +34,7 @@ def _print_table(title: str, results: dict) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m oasis_gen.cli.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=program_name("python -m oasis_gen.cli.bench"), description=plain(__doc__.splitlines()[0]))
     commands = parser.add_subparsers(dest="command", required=True)
     data_parser = commands.add_parser("data", help="tf.data images/second, cold and cached")
     data_parser.add_argument("--data", required=True, help="OASIS-layout data folder")

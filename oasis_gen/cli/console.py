@@ -45,7 +45,6 @@ def quiet_tensorflow(verbose: bool = False) -> None:
     if "tensorflow" in sys.modules:
         return
     from oasis_gen import USER_TF_LOG_LEVEL
-    pass  # @@EMPTY@@
 
     if verbose or USER_TF_LOG_LEVEL is not None:
         os.environ[LOG_LEVEL] = USER_TF_LOG_LEVEL if USER_TF_LOG_LEVEL is not None else "0"
@@ -55,3 +54,14 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # CUDA probing logs at ERROR on a machine without a GPU
+
+
+def plain(text: str) -> str:
+    """Docstring text for --help: reStructuredText literals shown plain."""
+    return text.replace("``", "")
+
+
+def program_name(default: str) -> str:
+    """The name the user typed (``oasis-train``), or ``default`` for ``python train.py`` and ``python -m``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("oasis-") else default

@@ -8,11 +8,12 @@ import json
 import sys
 from typing import Sequence
 
+from oasis_gen.cli.console import program_name
 from oasis_gen.data.slices import DataError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m oasis_gen.cli.data",
+    parser = argparse.ArgumentParser(prog=program_name("python -m oasis_gen.cli.data"),
                                      description="Summarise an OASIS-layout (or flat) folder of PNG slices.")
     parser.add_argument("data_dir", help="data folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

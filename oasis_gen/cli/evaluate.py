@@ -34,7 +34,7 @@ from typing import Sequence
 
 from oasis_gen import config as config_lib
 from oasis_gen import rundir
-from oasis_gen.cli.console import quiet_tensorflow
+from oasis_gen.cli.console import plain, program_name, quiet_tensorflow
 from oasis_gen.data.slices import SPLITS, DataError
 from oasis_gen.evaluation.report import format_interval, format_optional
 
@@ -59,7 +59,7 @@ def _print_reconstruction(results: dict) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m oasis_gen.cli.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=program_name("python -m oasis_gen.cli.evaluate"), description=plain(__doc__.splitlines()[0]))
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("reconstruction", "VQ-VAE-2 reconstruction metrics on a folder"),
                             ("prior", "bits per code of a folder under the run's priors")):

@@ -14,13 +14,13 @@ import sys
 from typing import Sequence
 
 from oasis_gen import rundir
-from oasis_gen.cli.console import quiet_tensorflow
+from oasis_gen.cli.console import plain, program_name, quiet_tensorflow
 from oasis_gen.data.slices import DataError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m oasis_gen.cli.figures", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=program_name("python -m oasis_gen.cli.figures"), description=plain(__doc__.split("\n\n")[0]),
+                                     epilog=plain(__doc__.split("\n\n", 1)[1]), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", required=True, help="a run directory made by train.py")
     parser.add_argument("--data", required=True, help="the data folder whose slices are shown")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/figures)")

@@ -17,12 +17,12 @@ import numpy as np
 
 from oasis_gen import config as config_lib
 from oasis_gen import rundir
-from oasis_gen.cli.console import quiet_tensorflow
+from oasis_gen.cli.console import plain, program_name, quiet_tensorflow
 from oasis_gen.rundir import PRIORS, output_folder
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python generate.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=program_name("python generate.py"), description=plain(__doc__.split("\n\n")[0]))
     parser.add_argument("--run_dir", required=True, help="a run directory with trained vqvae and priors")
     parser.add_argument("--num_samples", type=int, default=16,
                         help="slices to generate (with a --slice_index range: one per position, so this is ignored)")

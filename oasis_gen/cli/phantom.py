@@ -7,11 +7,12 @@ import argparse
 import sys
 from typing import Sequence
 
+from oasis_gen.cli.console import program_name
 from oasis_gen.data.phantom import write_phantom
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m oasis_gen.cli.phantom",
+    parser = argparse.ArgumentParser(prog=program_name("python -m oasis_gen.cli.phantom"),
                                      description="Write synthetic OASIS-like slices (labelled synthetic).")
     parser.add_argument("out_dir", help="folder to write (keras_png_slices_{train,validate,test}/ and masks)")
     parser.add_argument("--subjects", type=int, default=40, help="synthetic subjects (default: 40)")

@@ -36,14 +36,15 @@ import argparse
 import sys
 from typing import Sequence
 
+from oasis_gen.cli.console import plain, program_name
 from oasis_gen.data.oasis1 import IMAGE_SUFFIX, import_oasis1, parse_slices
 from oasis_gen.data.slices import SPLITS, DataError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m oasis_gen.cli.prepare", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=program_name("python -m oasis_gen.cli.prepare"), description=plain(__doc__.split("\n\n")[0]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+                                     epilog=plain(__doc__.split("\n\n", 1)[1]))
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("oasis1", help="OASIS-1 Analyze volumes -> keras_png_slices folders")
     command.add_argument("source", metavar="SRC_DIR", help="the extracted OASIS-1 download (disc1/, disc2/, ...)")

@@ -18,41 +18,47 @@ Stages:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from typing import Sequence
 
 from oasis_gen import config as config_lib
-
-pass  # @@EMPTY@@
 from oasis_gen import rundir
-from oasis_gen.cli.console import quiet_tensorflow
+from oasis_gen.cli.console import plain, program_name, quiet_tensorflow
+from oasis_gen.progress import format_seconds
+from oasis_gen.training.summary import print_summary
 
 COMMANDS = {}  # train.py sub-command -> the stages it runs (``prior`` runs one of three)
 for _stage in rundir.STAGES:
     COMMANDS.setdefault(_stage.command.split()[0], []).append(_stage)
 
 
-def _section_types(stages) -> list[tuple[str, type]]:
-    """(section, dataclass) of every config section ``stages`` read, each dataclass once (the two
-    priors share their flags; ``--level`` picks the section)."""
-    found, types = [], set()
+PIPELINE_FLAGS = "pipeline:"  # the whole pipeline's config flags, kept apart from a stage's
+LEVEL_ONLY = {"num_attention_blocks": "top_prior", "num_conditioning_layers": "bottom_prior"}
+
+
+def _section_groups(stages) -> list[tuple[type, list[str]]]:
+    """(dataclass, the config sections of that type ``stages`` read), in stage order: one flag group
+    per dataclass, since sections of one type share their flags (``--level`` picks the section)."""
+    groups: dict[type, list[str]] = {}
     for stage in stages:
         for section in stage.sections:
-            section_type = config_lib.section_type(section)
-            if section_type not in types:
-                types.add(section_type)
-                found.append((section, section_type))
-    return found
+            sections = groups.setdefault(config_lib.section_type(section), [])
+            if section not in sections:
+                sections.append(section)
+    return list(groups.items())
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run_dir", default=None, help="run directory (default: runs/<timestamp>)")
-    parser.add_argument("--data", default=None, dest="data_dir_flag",
-                        help="OASIS-layout data folder (default: the built-in phantom data)")
+    parser.add_argument("--run_dir", default=None, metavar="FOLDER", help="run directory (default: runs/<timestamp>)")
+    parser.add_argument("--data", default=None, dest="data_dir_flag", metavar="FOLDER",
+                        help="OASIS-layout data folder (keras_png_slices_train/ ...) or a flat folder of slices "
+                             "(default: the built-in SYNTHETIC phantom data)")
     parser.add_argument("--preset", default=None, choices=sorted(config_lib.PRESETS),
-                        help="preset for a new run (default: quick)")
+                        help="preset of a new run: quick (phantom demo, 128x128, minutes), cpu (real 256x256 "
+                             "slices on a CPU), oasis (full size, GPU) (default: quick)")
     parser.add_argument("--force", action="store_true", help="redo stages that already finished")
     parser.add_argument("--override", action="store_true",
                         help="accept flags that change the configuration stored in the run directory")
@@ -60,38 +66,67 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python train.py", description=__doc__.split("\n\n")[0],
+    program = program_name("python train.py")
+    parser = argparse.ArgumentParser(prog=program, usage="%(prog)s [options] [STAGE [stage options]]",
+                                     description=plain(__doc__.split("\n\n")[0]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Stages:" + __doc__.split("Stages:")[1])
+                                     epilog=plain("Stages:" + __doc__.split("Stages:")[1])
+                                     + f"\nA stage's own flags: {program} STAGE --help")
     _add_common(parser)
     parser.add_argument("--stages", default=",".join(rundir.PIPELINE),
                         help=f"comma-separated stages of the pipeline to run (default: {','.join(rundir.PIPELINE)})")
+    pipeline, taken = [rundir.STAGE[name] for name in rundir.PIPELINE], set()
+    for section_type, sections in _section_groups(pipeline):
+        title = ", ".join(config_lib.SECTION_TITLES[s] for s in sections)
+        if len(sections) > 1:
+            title += (f" (one value for all of them; set one alone with its stage, e.g. "
+                      f"{program} prior --level top --epochs 60)")
+        names = {field.name for field in dataclasses.fields(section_type)}
+        clash = sorted(names & taken)  # e.g. --seed: the training stages' here, the samples stage's own below
+        if clash:
+            title += (f" ({', '.join('--' + n for n in clash)} above are the training stages'; set these with "
+                      f"{program} {rundir.stage_command(rundir.section_owners(sections[0])[0])} ...)")
+        config_lib.add_flags(parser, section_type, sections, title=title, skip=clash, prefix=PIPELINE_FLAGS)
+        taken |= names
     commands = parser.add_subparsers(dest="stage", metavar="STAGE")
     for command, stages in COMMANDS.items():
-        sub = commands.add_parser(command, help=f"run only the '{command}' stage")
+        sub = commands.add_parser(command, prog=f"{program} {command}", help=f"run only the '{command}' stage",
+                                  description=f"{program} {command}: run only the '{command}' stage.")
         _add_common(sub)
         if command == "prior":
             sub.add_argument("--kind", default="pixelcnn", choices=rundir.PRIORS,
                              help="pixelcnn (default) or the DCGAN baseline of a single-level run")
             sub.add_argument("--level", choices=("top", "bottom"), help="which PixelCNN prior to train")
-        for _, section_type in _section_types(stages):
-            config_lib.add_flags(sub, section_type)
+        for section_type, sections in _section_groups(stages):
+            config_lib.add_flags(sub, section_type, sections)
     args = parser.parse_args(argv)
     if args.stage is None:
         unknown = [s for s in args.stages.split(",") if s and s not in rundir.STAGE]
         if unknown:
             parser.error(f"unknown stages {unknown}; expected some of {list(rundir.STAGE)}")
+    elif any(value is not None for key, value in vars(args).items() if key.startswith(PIPELINE_FLAGS)):
+        parser.error(f"settings go after the stage they are for, e.g. `{program} {args.stage} --epochs 3`")
     if args.stage == "prior" and args.kind == "pixelcnn" and args.level is None:
         parser.error("prior: --level top or --level bottom is required for a PixelCNN prior")
     return args
 
 
 def _overrides(args: argparse.Namespace, stage: str | None) -> dict[str, dict]:
+    """Config section -> {field: value} the user gave; for the whole pipeline a flag shared by
+    several sections (``--epochs``) sets all of them, except the fields of one level's prior."""
     overrides: dict[str, dict] = {}
     if stage == "prior":
         stage = "prior_dcgan" if args.kind == "dcgan" else f"prior_{args.level}"
-    for section in rundir.STAGE[stage].sections if stage else ():
-        overrides[section] = config_lib.given_flags(args, config_lib.section_type(section))
+    if stage:
+        for section in rundir.STAGE[stage].sections:
+            overrides[section] = config_lib.given_flags(args, config_lib.section_type(section))
+    else:
+        stages = [rundir.STAGE[name] for name in args.stages.split(",") if name]
+        for section_type, sections in _section_groups(stages):
+            given = config_lib.given_flags(args, section_type, prefix=PIPELINE_FLAGS)
+            for section in sections:
+                overrides[section] = {name: value for name, value in given.items()
+                                      if LEVEL_ONLY.get(name, section) == section}
     if args.data_dir_flag is not None:
         overrides.setdefault("data", {})["data_dir"] = os.path.abspath(args.data_dir_flag)
     return overrides
@@ -134,19 +169,11 @@ def run_stages(run: rundir.Run, stages: Sequence[str], force: bool) -> dict:
         run.invalidate_downstream(stage)
         inputs = run.input_identities(stage)
         summary = timer.run(stage, functions[stage], run, force)
+        summary = {**summary, "seconds": round(timer.seconds[stage], 1)}
         run.mark_complete(stage, summary, inputs)
         results[stage] = summary
-    _print_final(run, results, timer)
+    print_summary(run, timer.seconds)
     return results
-
-
-def _print_final(run: rundir.Run, results: dict, timer: rundir.StageTimer) -> None:
-    print(f"\nrun directory: {run.path}")
-    print(f"{'stage':<14}{'seconds':>10}  summary")
-    for stage, summary in results.items():
-        seconds = timer.seconds.get(stage)
-        shown = {k: v for k, v in summary.items() if k != "finished"}
-        print(f"{stage:<14}{'skipped' if seconds is None else f'{seconds:.1f}':>10}  {shown}")
 
 
 def _start_multiworker(run: rundir.Run, stages: Sequence[str]) -> None:
@@ -184,7 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = ["prior_dcgan"] if args.kind == "dcgan" else [f"prior_{args.level}"]
         else:
             stages = [args.stage] if args.stage else [s for s in args.stages.split(",") if s]
-        run = rundir.open_run(args.run_dir or rundir.default_run_dir(), args.preset,
+        run_dir = args.run_dir or rundir.default_run_dir()
+        if args.preset is None and args.data_dir_flag is not None \
+                and not os.path.exists(os.path.join(run_dir, "config.json")):
+            print("note: no --preset given, so the quick preset is used (128x128 slices, small models: a demo of "
+                  "minutes); for real OASIS slices add --preset cpu (hours on a CPU) or --preset oasis (GPU)")
+        run = rundir.open_run(run_dir, args.preset,
                                 _overrides(args, args.stage), override=args.override,
                                 unlocked=stages if args.force else ())
         _start_multiworker(run, stages)
@@ -192,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = ["data"] + stages if not run.is_complete("data") else stages
         start = time.perf_counter()
         run_stages(run, stages, args.force)
-        print(f"total {time.perf_counter() - start:.1f} s")
+        print(f"\ntotal {format_seconds(time.perf_counter() - start)}")
     except (DataError, rundir.RunError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
