@@ -14,7 +14,7 @@ from oasis_gen.models.pixelcnn import (
     StepDropout,
     VerticalConv,
 )
-from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 from oasis_gen.models.quantizer import VectorQuantizerEMA
 from oasis_gen.models.vqvae import VQVAE2, ResidualStack
 
@@ -61,7 +61,7 @@ def test_priors():
     top_codes = RNG.integers(0, 8, size=(2, 4, 4)).astype("int32")
     bottom_codes = RNG.integers(0, 8, size=(2, 8, 8)).astype("int32")
     small = {"num_embeddings": 8, "hidden_channels": 8, "num_layers": 2, "kernel_size": 3, "dropout": 0.0}
-    run_layer_test(TopPrior, {**small, "height": 4, "width": 4, "num_attention_blocks": 1}, [top_codes],
+    run_layer_test(UnconditionalPrior, {**small, "height": 4, "width": 4, "num_attention_blocks": 1}, [top_codes],
                    [(2, 4, 4, 8)], policies=("float32",))
     run_layer_test(BottomPrior, {**small, "height": 8, "width": 8, "num_conditioning_layers": 1},
                    [(bottom_codes, top_codes)], [(2, 8, 8, 8)], policies=("float32",),

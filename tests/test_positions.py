@@ -10,7 +10,7 @@ from helpers import assert_config_round_trip, assert_saving_round_trip
 
 from oasis_gen.cli import generate
 from oasis_gen.data import codes as codes_lib
-from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 from oasis_gen.sampling import generate as generation
 from oasis_gen.sampling.generate import generate as generate_codes
 from oasis_gen.sampling.samplers import PriorSampler
@@ -26,7 +26,7 @@ def _randomise_positions(prior, rng):
 @pytest.fixture(scope="module")
 def position_priors():
     rng = np.random.default_rng(2)
-    top = TopPrior(9, 4, 5, hidden_channels=16, num_layers=3, kernel_size=3, dropout=0.0, num_attention_blocks=1,
+    top = UnconditionalPrior(9, 4, 5, hidden_channels=16, num_layers=3, kernel_size=3, dropout=0.0, num_attention_blocks=1,
                    num_heads=2, num_positions=6, position_frequencies=[0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
     top.build()
     bottom = BottomPrior(9, 8, 10, 9, hidden_channels=16, num_layers=2, kernel_size=3, dropout=0.0,

@@ -15,7 +15,7 @@ from oasis_gen.cli import train
 from oasis_gen.data import codes as codes_lib
 from oasis_gen.data import stream
 from oasis_gen.models import loading, precision
-from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 from oasis_gen.sampling.samplers import PriorSampler
 from oasis_gen.training import loop as training
 
@@ -90,7 +90,7 @@ def test_dcgan_stage_trains_under_bfloat16(tiny_single_run, tmp_path):
 def test_cached_sampler_runs_and_agrees_under_mixed_policies(policy):
     rng = np.random.default_rng(3)
     with precision.precision_scope(policy):
-        top = TopPrior(12, 4, 5, hidden_channels=16, num_layers=3, kernel_size=3, dropout=0.0,
+        top = UnconditionalPrior(12, 4, 5, hidden_channels=16, num_layers=3, kernel_size=3, dropout=0.0,
                        num_attention_blocks=1, num_heads=2)
         top.build()
         bottom = BottomPrior(12, 4, 6, 5, hidden_channels=16, num_layers=2, kernel_size=3, dropout=0.0,

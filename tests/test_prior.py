@@ -7,13 +7,13 @@ import pytest
 import tensorflow as tf
 from helpers import assert_config_round_trip, assert_saving_round_trip
 
-from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 
 K = 12
 
 
 def _top(**kwargs):
-    model = TopPrior(K, 6, 6, hidden_channels=16, num_layers=4, kernel_size=3, dropout=0.0,
+    model = UnconditionalPrior(K, 6, 6, hidden_channels=16, num_layers=4, kernel_size=3, dropout=0.0,
                      num_attention_blocks=kwargs.pop("num_attention_blocks", 1), num_heads=2, **kwargs)
     model.build()
     rng = np.random.default_rng(9)
@@ -130,11 +130,17 @@ def test_small_overfit_on_a_handful_of_code_maps():
 
 def test_every_weight_gets_a_gradient():
     model = _bottom()
-    inputs = (tf.zeros((1, 8, 8), tf.int32), tf.zeros((1, 4, 4), tf.int32))
+    rng = np.random.default_rng(5)
+    inputs = (tf.constant(rng.integers(0, K, (2, 8, 8)), tf.int32), tf.constant(rng.integers(0, 7, (2, 4, 4)), tf.int32))
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(model(inputs, training=True))
+        logits = model(inputs, training=False)  # no dropout: every path open
+        loss = tf.reduce_sum(logits * tf.constant(rng.normal(size=logits.shape), logits.dtype))  # a generic direction
     gradients = tape.gradient(loss, model.trainable_weights)
-    assert not [w.path for w, g in zip(model.trainable_weights, gradients) if g is None]
+    missing = [w.path for w, g in zip(model.trainable_weights, gradients) if g is None]
+    assert not missing
+    # a gradient that is all zeros would mean a weight that never influences the output
+    silent = [w.path for w, g in zip(model.trainable_weights, gradients) if not np.any(tf.convert_to_tensor(g).numpy())]
+    assert not silent, silent
 
 
 def test_codes_and_prior_stages_on_a_tiny_run(tiny_prior_run):
@@ -201,3 +207,24 @@ def test_mirrored_training_codes_are_the_codes_of_mirrored_slices(tiny_prior_run
     with pytest.raises(rundir.RunError, match="codes --run_dir"):
         stages._training_codes(rundir.open_run(copy, None, {}, create=False),
                                rundir.open_run(copy, None, {}, create=False).config.top_prior, 32, codes["train"])
+
+
+def test_a_prior_saved_under_its_earlier_name_still_loads(tmp_path):
+    """Runs made before the rename store "oasis_gen>TopPrior" in their .keras files."""
+    import zipfile
+
+    top = _top()
+    codes = np.random.default_rng(2).integers(0, K, size=(2, 6, 6)).astype(np.int32)
+    top.save(str(tmp_path / "new.keras"))
+    with zipfile.ZipFile(tmp_path / "new.keras") as source, zipfile.ZipFile(tmp_path / "old.keras", "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["registered_name"] == "oasis_gen>UnconditionalPrior"
+                config["registered_name"] = "oasis_gen>TopPrior"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.models.load_model(str(tmp_path / "old.keras"), safe_mode=True)
+    assert isinstance(loaded, UnconditionalPrior)
+    np.testing.assert_allclose(loaded(codes).numpy(), top(codes).numpy(), atol=1e-5)

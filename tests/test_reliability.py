@@ -15,12 +15,10 @@ import tensorflow as tf
 from conftest import TINY_VQVAE_FLAGS
 
 from oasis_gen import config as config_lib
-
-pass  # @@EMPTY@@
 from oasis_gen import fileio
 from oasis_gen.cli import train
 from oasis_gen.evaluation import metrics
-from oasis_gen.models.priors import TopPrior, build_prior
+from oasis_gen.models.priors import UnconditionalPrior, build_prior
 from oasis_gen.sampling import generate as generation
 from oasis_gen.sampling import samplers
 from oasis_gen.training import callbacks as training_callbacks
@@ -116,7 +114,7 @@ def test_perfect_reconstructions_count_in_the_psnr():
 
 
 def test_prior_metrics_weigh_every_code_map_equally():
-    prior = TopPrior(8, 4, 4, hidden_channels=8, num_layers=2, kernel_size=3, num_attention_blocks=0, dropout=0.0)
+    prior = UnconditionalPrior(8, 4, 4, hidden_channels=8, num_layers=2, kernel_size=3, num_attention_blocks=0, dropout=0.0)
     prior.build()
     prior.compile()
     codes = np.random.default_rng(0).integers(0, 8, (5, 4, 4)).astype(np.int32)
@@ -176,7 +174,7 @@ MIRRORED_DROPOUT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from oasis_gen.models.pixelcnn import StepDropout
-    from oasis_gen.models.priors import TopPrior
+    from oasis_gen.models.priors import UnconditionalPrior
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -187,7 +185,7 @@ MIRRORED_DROPOUT = textwrap.dedent("""
     first, second = (m.numpy() for m in strategy.experimental_local_results(masks))
     assert not np.array_equal(first, second), "both replicas drew the same dropout mask"
     with strategy.scope():
-        prior = TopPrior(8, 4, 4, hidden_channels=8, num_layers=2, kernel_size=3, num_attention_blocks=0, dropout=0.3)
+        prior = UnconditionalPrior(8, 4, 4, hidden_channels=8, num_layers=2, kernel_size=3, num_attention_blocks=0, dropout=0.3)
         prior.build()
         prior.compile(optimizer=keras.optimizers.Adam(1e-2))
     codes = np.random.default_rng(0).integers(0, 8, (8, 4, 4)).astype(np.int32)

@@ -4,14 +4,14 @@ import os
 import numpy as np
 import pytest
 
-from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 from oasis_gen.sampling.samplers import PriorSampler
 
 
 @pytest.fixture(scope="module")
 def priors():
     rng = np.random.default_rng(9)
-    top = TopPrior(12, 5, 6, hidden_channels=16, num_layers=4, kernel_size=3, dropout=0.0, num_attention_blocks=2,
+    top = UnconditionalPrior(12, 5, 6, hidden_channels=16, num_layers=4, kernel_size=3, dropout=0.0, num_attention_blocks=2,
                    num_heads=2)
     top.build()
     for attention in top.attention:  # non-zero attention output, so the caches matter

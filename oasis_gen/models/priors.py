@@ -7,8 +7,9 @@ features enter the horizontal stack shifted down one row, which removes the blin
 original PixelCNN while keeping the raster order causal. Masking is done by shifted padding
 (the convolution only ever sees allowed positions); no kernel is masked or reassigned.
 
-``TopPrior`` adds causal multi-head self-attention (as the VQ-VAE-2 top prior does, Razavi et al.
-2019); ``BottomPrior`` is conditioned on the top code map through a residual conditioning stack
+``UnconditionalPrior`` (the top map's prior, and the single map's of a one-level VQ-VAE) adds
+causal multi-head self-attention (as the VQ-VAE-2 top prior does, Razavi et al. 2019);
+``BottomPrior`` is conditioned on the top code map through a residual conditioning stack
 and a x2 upsampling, added inside every gated block. Both output logits over the codebook.
 
 Shape contract: codes are int32 ``[B, H, W]``; logits are float32 ``[B, H, W, num_embeddings]``.
@@ -161,11 +162,12 @@ class _GatedPixelCNN(keras.Model):
 
 
 @_REGISTER
-class TopPrior(_GatedPixelCNN):
-    """Unconditional gated PixelCNN with causal self-attention: the top code map's prior (and the
-    single code map's prior of a one-level VQ-VAE).
+class UnconditionalPrior(_GatedPixelCNN):
+    """Gated PixelCNN with causal self-attention, conditioned on no other code map: the top code
+    map's prior, and the single code map's prior of a one-level VQ-VAE (it was called ``TopPrior``;
+    files saved under that name still load, and the name remains an alias).
 
-    Example: ``TopPrior(512, 32, 32)(top_codes)`` with ``top_codes`` int32 [B, 32, 32] gives logits
+    Example: ``UnconditionalPrior(512, 32, 32)(top_codes)`` with ``top_codes`` int32 [B, 32, 32] gives logits
     [B, 32, 32, 512]. ``fit`` takes batches of top code maps.
 
     Args:
@@ -213,7 +215,7 @@ class BottomPrior(_GatedPixelCNN):
         top_num_embeddings (int): top codebook size.
         num_conditioning_layers (int, 4): residual blocks of the conditioning stack.
         hidden_channels, num_layers, kernel_size, dropout, num_attention_blocks (0), num_heads: sizes.
-        num_positions, position_frequencies: slice-position conditioning as in ``TopPrior`` (inputs
+        num_positions, position_frequencies: slice-position conditioning as in ``UnconditionalPrior`` (inputs
             ``{"bottom", "top", "position"}``).
     """
 
@@ -254,12 +256,17 @@ class BottomPrior(_GatedPixelCNN):
         return config
 
 
+TopPrior = UnconditionalPrior  # the earlier name, kept for code that imports it
+# .keras files written before the rename name the class "oasis_gen>TopPrior"
+keras.saving.get_custom_objects().setdefault("oasis_gen>TopPrior", UnconditionalPrior)
+
+
 def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bottom_grid: int,
                 conditional: bool = True, position_frequencies: list[float] | None = None, seed: int = 0):
-    """A built ``TopPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes.
+    """A built ``UnconditionalPrior`` or ``BottomPrior`` from a ``PriorConfig`` and the VQ-VAE's derived sizes.
 
     ``conditional=False`` gives the bottom map of a single-level VQ-VAE an unconditional prior (a
-    ``TopPrior`` over the bottom grid). ``position_frequencies`` (one per axial slice position, from
+    ``UnconditionalPrior`` over the bottom grid). ``position_frequencies`` (one per axial slice position, from
     the training codes) make the prior conditioned on slice position.
     """
     positions = {"num_positions": len(position_frequencies), "position_frequencies": list(position_frequencies)} \
@@ -271,7 +278,7 @@ def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bo
                          f"{bottom_grid}x{bottom_grid} map costs {bottom_grid ** 4:,} scores per head and image")
     if level == "top" or (level == "bottom" and not conditional):
         grid = top_grid if level == "top" else bottom_grid
-        model = TopPrior(num_embeddings, grid, grid, prior_config.hidden_channels, prior_config.num_layers,
+        model = UnconditionalPrior(num_embeddings, grid, grid, prior_config.hidden_channels, prior_config.num_layers,
                          prior_config.kernel_size, prior_config.dropout, prior_config.num_attention_blocks,
                          prior_config.num_heads, **positions)
     elif level == "bottom":

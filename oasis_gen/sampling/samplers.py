@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from oasis_gen.models.pixelcnn import _gate
-from oasis_gen.models.priors import BottomPrior, TopPrior
+from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 
 GREEDY_TEMPERATURE = 1e-6
 
@@ -58,10 +58,10 @@ def choose_codes(logits, temperature: float, top_k: int, noise):
 def _check_prior(prior, condition):
     if isinstance(prior, BottomPrior) and condition is None:
         raise ValueError("the bottom prior samples conditioned on top codes: pass condition=top_codes")
-    if isinstance(prior, TopPrior) and condition is not None:
-        raise ValueError("this prior is unconditional (a TopPrior) and takes no condition")
-    if not isinstance(prior, (TopPrior, BottomPrior)):
-        raise TypeError(f"expected a TopPrior or BottomPrior, got {type(prior).__name__}")
+    if isinstance(prior, UnconditionalPrior) and condition is not None:
+        raise ValueError("this prior is unconditional (a UnconditionalPrior) and takes no condition")
+    if not isinstance(prior, (UnconditionalPrior, BottomPrior)):
+        raise TypeError(f"expected a UnconditionalPrior or BottomPrior, got {type(prior).__name__}")
 
 
 class NaiveSampler:
@@ -278,7 +278,7 @@ class PriorSampler:
     """Samples code maps from one prior in batches: ``PriorSampler(prior, "cached")(num_samples, ...)``.
 
     Args:
-        prior: a ``TopPrior`` or ``BottomPrior``.
+        prior: a ``UnconditionalPrior`` or ``BottomPrior``.
         method: ``"cached"`` (default) or ``"naive"``.
         batch_size: samples generated together.
     """
