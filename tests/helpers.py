@@ -94,3 +94,15 @@ def run_layer_test(layer_class, init_kwargs, inputs, expected_shapes, call_kwarg
                              _outputs(model(*inputs) if isinstance(layer, keras.Model) else model(inputs))):
             np.testing.assert_allclose(got, want, atol=atol)
     return layer
+
+
+def assert_drawn_figure(path, min_side=150):
+    """``path`` is a PNG figure with something drawn on it: a real size, and pixels that vary
+    (a blank or single-colour canvas fails, which a file-size check would let through)."""
+    import imageio.v3 as iio
+
+    image = np.asarray(iio.imread(path))
+    assert image.ndim in (2, 3) and min(image.shape[:2]) >= min_side, (path, image.shape)
+    gray = image[..., :3].mean(axis=-1) if image.ndim == 3 else image.astype(float)
+    assert gray.std() > 5 and len(np.unique(gray)) > 20, f"{path} looks blank"
+    return image

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import DCGAN_FLAGS, TINY_PRIOR_FLAGS
-from helpers import assert_config_round_trip, assert_saving_round_trip
+from helpers import assert_config_round_trip, assert_drawn_figure, assert_saving_round_trip
 
 from oasis_gen.cli import evaluate as evaluate_cli
 from oasis_gen.cli import generate, train
@@ -118,4 +118,4 @@ def test_compare_puts_runs_side_by_side(tiny_single_run, tiny_prior_run, tiny_ph
         assert 0 <= row["c2st_auc"] <= 1 and 0 < row["ssim"] <= 1
     table = open(os.path.join(out, "comparison.md")).read()
     assert table.count("| single |") == 2 and "| tiny | 2 | pixelcnn |" in table
-    assert os.path.getsize(os.path.join(out, "comparison.png")) > 1000
+    assert_drawn_figure(os.path.join(out, "comparison.png"))

@@ -199,7 +199,7 @@ def test_data_benchmark_json(tiny_phantom, capsys):
     assert bench_cli.main(["data", "--data", tiny_phantom, "--image_size", "64", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["images"] == 16
-    assert results["cold_images_per_s"] > 0 and results["cached_images_per_s"] > 0
+    assert results["cached_images_per_s"] > results["cold_images_per_s"] > 0  # the cache saves the PNG decoding
 
 
 def _chunk(kind, body):
