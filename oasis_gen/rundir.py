@@ -214,7 +214,8 @@ def _upstream(stage: str) -> list[str]:
 def find_run(needs: str | None = None, start: str | None = None) -> str:
     """The newest run directory (by its latest finished stage) under the nearest ``runs/`` folder at
     or above ``start`` (default: the working directory), among those where stage ``needs`` has
-    finished; a notebook in ``notebooks/`` finds the runs ``python train.py`` wrote at the root.
+    finished; a notebook in ``notebooks/`` finds the runs ``python train.py`` wrote at the root
+    (returned relative to the working directory, ``../runs/<name>``, unless that climbs far).
 
     Raises:
         RunError: no ``runs/`` folder, or no run in it with a finished ``needs``; says how to make one.
@@ -239,7 +240,8 @@ def find_run(needs: str | None = None, start: str | None = None) -> str:
     if not found:
         what = f"with a finished '{needs}' stage" if needs else ""
         raise RunError(f"no run {what} in {runs}; {make}".replace("  ", " "))
-    return max(found)[1]
+    newest = max(found)[1]
+    return os.path.relpath(newest) if not os.path.relpath(newest).startswith("../" * 3) else newest
 
 
 def data_folder(run_dir: str) -> str:
