@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Iterable
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto would want ipywidgets in a notebook
 
 LOG_INTERVAL = 30.0  # seconds between two lines of a redirected log
 

@@ -23,7 +23,11 @@ def stderr_silenced():
     """Sends everything written to file descriptor 2 (C++ code included) to the null device."""
     try:
         descriptor = sys.stderr.fileno()
-    except (AttributeError, ValueError, io.UnsupportedOperation):  # a notebook's or a test's stream
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # a notebook's or a test's stream:
+        descriptor = 2  # C++ code writes to the process's descriptor 2 whatever Python's stderr is
+    try:
+        os.fstat(descriptor)
+    except OSError:
         yield
         return
     sys.stderr.flush()
@@ -41,7 +45,8 @@ def stderr_silenced():
 
 def quiet_tensorflow(verbose: bool = False) -> None:
     """Imports TensorFlow (and probes its devices) without its C++ logging, unless ``verbose`` or the
-    user set ``TF_CPP_MIN_LOG_LEVEL``; does nothing once TensorFlow is imported."""
+    user set ``TF_CPP_MIN_LOG_LEVEL``; does nothing once TensorFlow is imported. Notebooks call it in
+    their first cell too (a kernel shows whatever C++ code writes to the process's stderr)."""
     if "tensorflow" in sys.modules:
         return
     from oasis_gen import USER_TF_LOG_LEVEL
@@ -54,6 +59,7 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # CUDA probing logs at ERROR on a machine without a GPU
+    tf.get_logger().setLevel("ERROR")  # e.g. retracing notices when a sampler is rebuilt per temperature
 
 
 def plain(text: str) -> str:
