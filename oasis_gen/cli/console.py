@@ -11,7 +11,6 @@ messages), and ``--verbose`` or the user's own ``TF_CPP_MIN_LOG_LEVEL`` brings t
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
 
@@ -21,10 +20,8 @@ LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 @contextlib.contextmanager
 def stderr_silenced():
     """Sends everything written to file descriptor 2 (C++ code included) to the null device."""
-    try:
-        descriptor = sys.stderr.fileno()
-    except (AttributeError, ValueError, io.UnsupportedOperation):  # a notebook's or a test's stream:
-        descriptor = 2  # C++ code writes to the process's descriptor 2 whatever Python's stderr is
+    descriptor = 2  # C++ code writes to the process's descriptor 2, whatever Python's sys.stderr is (in a
+    # Jupyter kernel sys.stderr is a stream of its own and descriptor 2 a pipe the kernel shows in the notebook)
     try:
         os.fstat(descriptor)
     except OSError:
