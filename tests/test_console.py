@@ -67,7 +67,7 @@ def test_progress_in_a_log_is_a_few_short_lines():
     from oasis_gen.progress import LogProgress, progress_bar
 
     log = io.StringIO()
-    bar = progress_bar(total=1000, desc="fitting", unit="step", stream=log)
+    bar = progress_bar(total=1000, desc="fitting", unit="steps", stream=log)
     assert isinstance(bar, LogProgress)  # a StringIO is no terminal
     bar.interval = 0.0  # a line at every update
     for _ in range(3):
@@ -77,7 +77,7 @@ def test_progress_in_a_log_is_a_few_short_lines():
     bar.close()
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and len(lines) == 4
-    assert lines[0].startswith("fitting: 10/1000 step (1%, ") and lines[-1].startswith("fitting: 30 step in ")
+    assert lines[0].startswith("fitting: 10/1000 steps (1%, ") and lines[-1].startswith("fitting: 30 steps in ")
     assert lines[-1].endswith("; loss 0.5")
     quiet = io.StringIO()
     list(LogProgress(range(5), desc="x", stream=quiet, interval=1e9, summary=False))

@@ -28,7 +28,7 @@ def encode_dataset(model, dataset, progress: bool = True, description: str = "en
     """
     encode = tf.function(model.encode)
     tops, bottoms, files = [], [], []
-    for images, paths in progress_bar(dataset, desc=description, unit="batch", disable=not progress, leave=False):
+    for images, paths in progress_bar(dataset, desc=description, unit="batches", disable=not progress, leave=False):
         top, bottom = encode(images)
         if top is not None:
             tops.append(top.numpy().astype(np.int16))

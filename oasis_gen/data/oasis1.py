@@ -243,7 +243,7 @@ def import_oasis1(source: str, out: str, slices: slice = slice(100, 132), image:
         by_subject: dict[int, list[Session]] = {}
         for session in sessions:
             by_subject.setdefault(session.subject, []).append(session)
-        for subject, subject_sessions in progress_bar(sorted(by_subject.items()), desc="subjects", unit="subject",
+        for subject, subject_sessions in progress_bar(sorted(by_subject.items()), desc="subjects", unit="subjects",
                                                         disable=not progress):
             split = split_of[subject]
             for session in subject_sessions:

@@ -192,7 +192,7 @@ def write_phantom(out_dir: str, num_subjects: int = 40, slices_per_subject: int 
     written = {"train": 0, "validate": 0, "test": 0}
     jobs = [(out_dir, subject, split_of[subject.case], slices_per_subject, size, seed) for subject in subjects]
     workers = max(1, min(os.cpu_count() or 1, 8, len(jobs) // 4))
-    bar = progress_bar(total=len(jobs), desc="phantom subjects", unit="subject", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="phantom subjects", unit="subjects", disable=not progress)
     if workers == 1:
         for job in jobs:
             written[job[2]] += _write_subject(*job)

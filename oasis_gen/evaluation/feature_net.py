@@ -142,7 +142,7 @@ def train_feature_net(images: np.ndarray, positions: np.ndarray, num_positions: 
 
     dataset = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=seed)
                .map(shift, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size))
-    bar = progress_bar(total=epochs, desc="position network", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(total=epochs, desc="position network", unit="epochs", disable=not progress, leave=False)
     tick = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(1))
     history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[tick])
     bar.close()

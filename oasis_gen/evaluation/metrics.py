@@ -78,7 +78,7 @@ def evaluate_reconstruction(model, dataset, progress: bool = True) -> dict:
     names = ("ssim", "ms_ssim", "psnr", "mse", "ssim_brain", "psnr_brain")
     values = {name: [] for name in names}
     counts = {name: np.zeros(model.num_embeddings, np.int64) for name in model.level_names}
-    for batch in progress_bar(dataset, desc="evaluating", unit="batch", disable=not progress, leave=False):
+    for batch in progress_bar(dataset, desc="evaluating", unit="batches", disable=not progress, leave=False):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         *per_image, batch_counts = step(images)
         for key, value in zip(names, per_image):

@@ -120,7 +120,7 @@ def two_sample_test(real: np.ndarray, generated: np.ndarray, folds: int = 4, epo
                          f"{[len(np.unique(side[chosen])) for side, chosen in zip(sides, picked)]}")
     fold_of = grouped_folds(groups, folds, seed, sides=labels)
     scores = np.zeros(len(images), np.float64)
-    bar = progress_bar(total=folds * epochs, desc=description, unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(total=folds * epochs, desc=description, unit="epochs", disable=not progress, leave=False)
     tick = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(1))
     for fold in range(folds):
         keras.utils.set_random_seed(seed + fold)

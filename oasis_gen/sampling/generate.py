@@ -139,7 +139,8 @@ def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature=1.0, 
         raise ValueError("these priors were trained without slice positions: --slice_index does not apply")
     levels = 1 if top_prior is None else 2
     (top_temperature, bottom_temperature), (top_top_k, bottom_top_k) = per_level(temperature), per_level(top_k)
-    with progress_bar(total=levels * num_samples, desc=f"sampling ({method})", unit="code map", disable=not progress) as bar:
+    with progress_bar(total=levels * num_samples, desc=f"sampling ({method})", unit="code maps",
+                      disable=not progress) as bar:
         top = None
         if top_prior is not None:
             top = PriorSampler(top_prior, method, batch_size)(

@@ -118,7 +118,7 @@ class EpochLine(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
-        self.bar = progress_bar(total=self.steps, desc=f"{self.name} epoch {epoch + 1}/{self.epochs}", unit="step",
+        self.bar = progress_bar(total=self.steps, desc=f"{self.name} epoch {epoch + 1}/{self.epochs}", unit="steps",
                                 summary=False)
 
     def on_train_batch_end(self, batch, logs=None):
