@@ -100,7 +100,8 @@ def next_steps(run: Run) -> list[tuple[str, str]]:
                   ("a whole stack (positions 0..31)", f"python generate.py --run_dir {where} --slice_index 0:32"),
                   ("score a folder of slices", f"python -m oasis_gen.cli.evaluate samples --run_dir {where} "
                                                "--samples FOLDER")]
-    if run.config.data.data_dir is None:
+    data = _markers(run).get("data", {})
+    if run.config.data.data_dir is None or data.get("synthetic"):
         steps.append(("train on real OASIS slices", "python train.py --data /path/to/keras_png_slices --preset cpu"
                                                     "   (see the README's 'Data' section)"))
     return steps
