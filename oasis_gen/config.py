@@ -93,6 +93,9 @@ class PriorConfig:
     condition_on_position: bool = _field(
         True, "condition on the axial slice position named in each file (case_NNN_slice_S), a learned bias in "
               "every gated block; generate.py --slice_index then picks positions")
+    position_dropout: float = _field(
+        0.0, "probability of training a map with 'no position' instead of its own, so the prior also learns the "
+             "unconditional model and can be sampled with classifier-free guidance (sampling guidance)")
     mirror: bool = _field(
         False, "also train on the codes of every training slice mirrored left-right (OASIS rows run left to "
                "right, so the slice is flipped top to bottom): twice the training code maps")
@@ -116,6 +119,8 @@ class SamplingConfig:
     evaluation_samples: int = _field(64, "slices the evaluate stage generates and scores against the test split")
     temperature: str = _field("1.0", "softmax temperature of both priors, or TOP,BOTTOM (e.g. 0.9,1.0)")
     top_k: str = _field("0", "sample among the k likeliest codes (0: all), or TOP,BOTTOM")
+    guidance: str = _field("0", "classifier-free guidance weight on the slice position (0: none), or TOP,BOTTOM; "
+                                "needs priors trained with position_dropout")
     seed: int = _field(0, "seed of the sampling noise and of the drawn slice positions")
     batch_size: int = _field(8, "slices sampled together")
 
@@ -258,14 +263,16 @@ def _preset_cpu() -> Config:
                           num_embeddings=512, embedding_dim=64, top_downsample=4),
         # mirrored training codes: validation NLL 1.341 instead of 1.417 bits per code, C2ST AUC 0.80
         # instead of 0.82 on the validation split (README, "What we tried")
+        # position dropout 0.1: the priors also learn the unconditional model, for classifier-free guidance
         top_prior=PriorConfig(hidden_channels=96, num_layers=10, kernel_size=5, num_attention_blocks=2,
-                              num_heads=4, dropout=0.1, mirror=True),
+                              num_heads=4, dropout=0.1, mirror=True, position_dropout=0.1),
         bottom_prior=PriorConfig(hidden_channels=64, num_layers=8, kernel_size=5, num_attention_blocks=0,
-                                 num_heads=4, num_conditioning_layers=2, dropout=0.1),
+                                 num_heads=4, num_conditioning_layers=2, dropout=0.1, position_dropout=0.1),
         vqvae_train=TrainConfig(batch_size=16, epochs=60, learning_rate=7e-4, time_limit_minutes=27.0),
         top_prior_train=TrainConfig(batch_size=32, epochs=200, learning_rate=1e-3, time_limit_minutes=24.0),
         bottom_prior_train=TrainConfig(batch_size=32, epochs=60, learning_rate=1e-3, time_limit_minutes=30.0),
         dcgan_train=TrainConfig(batch_size=64, epochs=60, learning_rate=2e-4, time_limit_minutes=30.0),
+        sampling=SamplingConfig(guidance="1.0,0"),
     )
 
 
@@ -276,9 +283,9 @@ def _preset_oasis() -> Config:
         vqvae=VQVAEConfig(num_hiddens=128, num_residual_layers=2, num_residual_hiddens=32,
                           num_embeddings=512, embedding_dim=64),
         top_prior=PriorConfig(hidden_channels=256, num_layers=20, kernel_size=5, num_attention_blocks=4,
-                              num_heads=8, dropout=0.1),
+                              num_heads=8, dropout=0.1, position_dropout=0.1),
         bottom_prior=PriorConfig(hidden_channels=256, num_layers=20, kernel_size=5, num_attention_blocks=0,
-                                 num_heads=8, num_conditioning_layers=10, dropout=0.1),
+                                 num_heads=8, num_conditioning_layers=10, dropout=0.1, position_dropout=0.1),
         vqvae_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4),
         top_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4),
         bottom_prior_train=TrainConfig(batch_size=32, epochs=100, learning_rate=3e-4),

@@ -83,6 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          help="sampling temperature; one value, or TOP,BOTTOM for each prior (e.g. 0.9,1.0)")
     command.add_argument("--top_k", default="0",
                          help="sample among the k likeliest codes (0: all); one value, or TOP,BOTTOM")
+    command.add_argument("--guidance", default="0",
+                         help="classifier-free guidance weight on the slice position (0: none); one value, or "
+                              "TOP,BOTTOM; needs priors trained with --position_dropout")
     command.add_argument("--temperatures", default="",
                          help="comma-separated temperatures for a sweep (e.g. 0.8,0.9,1.0,1.1)")
     command.add_argument("--seed", type=int, default=0)
@@ -121,8 +124,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("samples needs exactly one of --run_dir (generate from a run) and --samples (a folder of PNGs)")
         if args.samples is not None and args.temperatures:
             parser.error("--temperatures needs --run_dir: a folder of samples has no temperature")
-        if args.samples is not None and (args.temperature != "1.0" or args.top_k != "0"):
-            parser.error("--temperature and --top_k need --run_dir: a folder of samples was sampled already")
+        if args.samples is not None and (args.temperature != "1.0" or args.top_k != "0" or args.guidance != "0"):
+            parser.error("--temperature, --top_k and --guidance need --run_dir: a folder of samples was sampled "
+                         "already")
         try:
             args.temperatures = tuple(float(t) for t in args.temperatures.split(",") if t.strip())
         except ValueError:
@@ -130,6 +134,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         try:
             args.temperature = config_lib.one_or_pair(args.temperature, float, "--temperature")
             args.top_k = config_lib.one_or_pair(args.top_k, int, "--top_k")
+            args.guidance = config_lib.one_or_pair(args.guidance, float, "--guidance")
         except ValueError as error:
             parser.error(str(error))
     return args
@@ -197,7 +202,7 @@ def _run(args: argparse.Namespace) -> dict:
             split=args.split, batch_size=args.batch_size, inception_weights=args.inception_weights,
             temperatures=args.temperatures, out=args.out, c2st_epochs=args.c2st_epochs,
             copy_threshold=args.copy_threshold, progress=progress, prior=args.prior, c2st_folds=args.c2st_folds,
-            feature_epochs=args.feature_epochs, top_k=args.top_k)
+            feature_epochs=args.feature_epochs, top_k=args.top_k, guidance=args.guidance)
     from oasis_gen.evaluation.compare import compare_runs
 
     return compare_runs(args.run_dir, args.data, args.out, args.num_samples, args.seed, args.c2st_epochs,

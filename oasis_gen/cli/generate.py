@@ -34,6 +34,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="softmax temperature (0: greedy); one value, or TOP,BOTTOM for each prior (e.g. 0.9,1.0)")
     parser.add_argument("--top_k", default="0",
                         help="sample among the k likeliest codes (0: all); one value, or TOP,BOTTOM")
+    parser.add_argument("--guidance", default="0",
+                        help="classifier-free guidance weight on the slice position (0: none; larger follows the "
+                             "position more closely); one value, or TOP,BOTTOM; needs priors trained with "
+                             "--position_dropout")
     parser.add_argument("--seed", type=int, default=0, help="same seed and batch size, same brains")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--method", choices=("cached", "naive"), default="cached")
@@ -48,6 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.slice_positions = parse_slice_index(args.slice_index, args.num_samples)
         args.temperature = config_lib.one_or_pair(args.temperature, float, "--temperature")
         args.top_k = config_lib.one_or_pair(args.top_k, int, "--top_k")
+        args.guidance = config_lib.one_or_pair(args.guidance, float, "--guidance")
     except ValueError as error:
         parser.error(str(error))
     if args.slice_positions is not None:
@@ -87,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         summary = run_generation(args.run_dir, args.num_samples, args.temperature, args.top_k, args.seed,
                                  args.batch_size, args.method, out, args.gif, prior=args.prior,
-                                 slice_positions=args.slice_positions)
+                                 slice_positions=args.slice_positions, guidance=args.guidance)
     except (rundir.RunError, DataError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -56,7 +56,7 @@ def report(results: dict, sweep: list[dict], figures: list[str]) -> str:
         ("FID (InceptionV3)", fid, "0"),
     ]
     source = (f"the run `{results['run_dir']}` ({results['prior']} prior, temperature {results['temperature']}, "
-              f"top-k {results.get('top_k', 0)}, seed {results['seed']})" if results["run_dir"] else f"the folder `{results['samples_dir']}`")
+              f"top-k {results.get('top_k', 0)}, guidance {results.get('guidance', 0)}, seed {results['seed']})" if results["run_dir"] else f"the folder `{results['samples_dir']}`")
     lines = [f"# Sample evaluation: {results['run_dir'] or results['samples_dir']}", "",
              f"{results['num_samples']} samples from {source} against {results['real_slices']} real slices of "
              f"{results['heldout_subjects']} subjects of the {results['split']} split of `{results['data_dir']}`."

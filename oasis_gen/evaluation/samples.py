@@ -299,11 +299,12 @@ def evaluate_samples(run_dir: str, data_dir: str, *, num_samples: int = 128, tem
                      split: str = "test", batch_size: int = 8, inception_weights: str | None = None,
                      temperatures: tuple[float, ...] = (), out: str | None = None, c2st_epochs: int = 20,
                      copy_threshold: float = 0.95, progress: bool = True, prior: str = "pixelcnn",
-                     keep_images: bool = False, c2st_folds: int = 4, feature_epochs: int = 8, top_k=0) -> dict:
+                     keep_images: bool = False, c2st_folds: int = 4, feature_epochs: int = 8, top_k=0,
+                     guidance=0.0) -> dict:
     """Generates ``num_samples`` slices from the run and scores them against ``data_dir``; writes the report.
 
-    ``temperature`` and ``top_k`` are one value or a (top, bottom) pair, as for ``generate.py``; a
-    ``temperatures`` sweep sets both levels to each value (``top_k`` kept).
+    ``temperature``, ``top_k`` and ``guidance`` are one value or a (top, bottom) pair, as for
+    ``generate.py``; a ``temperatures`` sweep sets both levels to each value (``top_k``, ``guidance`` kept).
 
     ``prior`` picks the run's PixelCNN priors or its DCGAN baseline (``"dcgan"``; temperature does
     not apply to it, and its default output folder is ``<run>/sample_evaluation_dcgan``, else ``<run>/sample_evaluation``). The position
@@ -331,14 +332,15 @@ def evaluate_samples(run_dir: str, data_dir: str, *, num_samples: int = 128, tem
                                vqvae=models["vqvae"])
 
     def sample(temp):
-        generated = generation.generate_from(models, num_samples, temp, top_k, seed, "cached", batch_size, progress)
+        generated = generation.generate_from(models, num_samples, temp, top_k, seed, "cached", batch_size, progress,
+                                             guidance=guidance)
         return generated["images"], generated["position"]
 
     samples, positions = sample(temperature)
     scores, details = score_samples(samples, reference, settings, positions)
     results = {"run_dir": run.path, "samples_dir": None, "prior": prior, "levels": models["vqvae"].levels,
                "data_dir": reference.data_dir, "split": split, "synthetic_data": reference.synthetic,
-               "temperature": temperature, "top_k": top_k, "seed": seed, **scores}
+               "temperature": temperature, "top_k": top_k, "guidance": guidance, "seed": seed, **scores}
     sweep = []
     for temp in temperatures:
         sweep_images, sweep_positions = sample(temp)

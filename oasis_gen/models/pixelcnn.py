@@ -94,6 +94,17 @@ def _gate(x):
     return tf.tanh(a) * tf.sigmoid(b)
 
 
+def _step_uniform(step, seed: int, shape):
+    """Uniform [0, 1) draws keyed by ``(seed, step)``, after advancing the saved counter ``step``."""
+    step = step.assign_add(1)
+    key = tf.constant(seed, tf.int64)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int64)
+        key = key * 4096 + replica_id + 1  # replica r of a distributed run: a stream of its own
+    return tf.random.stateless_uniform(shape, seed=tf.stack([key, step]))
+
+
 @_REGISTER
 class StepDropout(keras.layers.Layer):
     """Inverted dropout whose masks are stateless draws keyed by ``(seed, step)``.
@@ -122,13 +133,7 @@ class StepDropout(keras.layers.Layer):
     def call(self, inputs, training=False):
         if not training or self.rate == 0.0:
             return inputs
-        step = self.step.assign_add(1)
-        key = tf.constant(self.seed, tf.int64)
-        replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
-            replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int64)
-            key = key * 4096 + replica_id + 1  # replica r of a distributed run: a stream of its own
-        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=tf.stack([key, step]))
+        keep = _step_uniform(self.step, self.seed, tf.shape(inputs))
         return tf.where(keep >= self.rate, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
 
     def load_own_variables(self, store):
@@ -139,6 +144,45 @@ class StepDropout(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"rate": self.rate, "seed": self.seed})
+        return config
+
+
+@_REGISTER
+class PositionDropout(keras.layers.Layer):
+    """While training, replaces each slice position [B] by ``null`` ("no position") with probability ``rate``.
+
+    The draws are keyed by ``(seed, step)`` with a saved step counter, as in ``StepDropout``, so a
+    resumed run drops the same maps an uninterrupted one would. A prior trained this way also
+    learns the unconditional model, for classifier-free guidance (Ho & Salimans 2022).
+
+    Args:
+        rate (float): probability of dropping a map's position, in [0, 1).
+        null (int): the index that stands for "no position".
+        seed (int, 0): seed of the draws.
+    """
+
+    def __init__(self, rate: float, null: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0 or null < 1:
+            raise ValueError(f"position dropout rate must be in [0, 1) and null >= 1, got {rate}, {null}")
+        self.rate = rate
+        self.null = null
+        self.seed = seed
+
+    def build(self, input_shape=None):
+        self.step = self.add_weight(name="step", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                    aggregation="only_first_replica")
+
+    def call(self, position, training=False):
+        position = tf.cast(position, tf.int32)
+        if not training or self.rate == 0.0:
+            return position
+        dropped = _step_uniform(self.step, self.seed, tf.shape(position)) < self.rate
+        return tf.where(dropped, tf.fill(tf.shape(position), self.null), position)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"rate": self.rate, "null": self.null, "seed": self.seed})
         return config
 
 

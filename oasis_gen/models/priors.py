@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from oasis_gen.models.distribute import replica_logs
 from oasis_gen.models.distribute import scale_loss_for_replicas as _scale_for_replicas
-from oasis_gen.models.pixelcnn import CausalSelfAttention, ConditioningStack, GatedBlock
+from oasis_gen.models.pixelcnn import CausalSelfAttention, ConditioningStack, GatedBlock, PositionDropout
 from oasis_gen.seeds import derive_seed
 
 _REGISTER = keras.saving.register_keras_serializable(package="oasis_gen")
@@ -36,7 +36,8 @@ class _GatedPixelCNN(keras.Model):
     def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
                  num_layers: int = 12, kernel_size: int = 5, dropout: float = 0.1, num_attention_blocks: int = 0,
                  num_heads: int = 4, conditional: bool = False, num_positions: int = 0,
-                 position_frequencies: list[float] | None = None, seed: int = 0, **kwargs):
+                 position_frequencies: list[float] | None = None, position_dropout: float = 0.0, seed: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         if num_embeddings < 2 or min(height, width, hidden_channels, num_layers) < 1:
             raise ValueError(f"invalid prior sizes: num_embeddings={num_embeddings}, grid {height}x{width}, "
@@ -57,14 +58,27 @@ class _GatedPixelCNN(keras.Model):
         if num_positions < 0 or (position_frequencies is not None and len(position_frequencies) != num_positions):
             raise ValueError(f"num_positions must be >= 0 with one frequency per position, got {num_positions} and "
                              f"{position_frequencies}")
+        if not 0.0 <= position_dropout < 1.0 or (position_dropout and not num_positions):
+            raise ValueError(f"position_dropout must be in [0, 1) and needs num_positions > 0, got {position_dropout} "
+                             f"with num_positions={num_positions}")
         self.num_positions = num_positions
+        # Classifier-free guidance (Ho & Salimans 2022): in training the position is replaced by an extra
+        # "no position" index with this probability, so one network also learns the unconditional model.
+        self.position_dropout = float(position_dropout)
+        self.null_position = num_positions if position_dropout else None
+        if position_dropout:  # only then: its step counter would change the saved weights of earlier priors
+            self.position_drop = PositionDropout(position_dropout, num_positions,
+                                                 derive_seed(seed, "position_dropout") if seed else 17,
+                                                 name="position_dropout")
+            self.position_drop.build()
         # how often each position occurs in the training data: positions to sample when none is asked for
         self.position_frequencies = (list(position_frequencies) if position_frequencies is not None
                                      else [1.0 / num_positions] * num_positions if num_positions else [])
         self.embedding = keras.layers.Embedding(num_embeddings, hidden_channels, name="code_embedding")
         self.blocks = [GatedBlock(hidden_channels, kernel_size, dropout, first=(i == 0), conditional=conditional,
-                                  seed=derive_seed(seed, f"dropout/{i}") if seed else i, num_positions=num_positions,
-                                  name=f"gated_{i}") for i in range(num_layers)]
+                                  seed=derive_seed(seed, f"dropout/{i}") if seed else i,
+                                  num_positions=num_positions + (1 if position_dropout else 0), name=f"gated_{i}")
+                       for i in range(num_layers)]
         # Attention after evenly spaced gated blocks (the last one among them).
         self.attention_after = {round((a + 1) * num_layers / num_attention_blocks) - 1: a
                                 for a in range(num_attention_blocks)} if num_attention_blocks else {}
@@ -79,6 +93,8 @@ class _GatedPixelCNN(keras.Model):
         if self.num_positions and position is None:
             raise ValueError(f"this prior is conditioned on the slice position (0..{self.num_positions - 1}): "
                              "pass inputs as a dict with a 'position' entry")
+        if self.position_dropout and position is not None:
+            position = self.position_drop(position, training=training)
         x = self.embedding(tf.cast(codes, tf.int32))
         vertical, horizontal = x, x
         skip = 0.0
@@ -157,7 +173,7 @@ class _GatedPixelCNN(keras.Model):
                        "kernel_size": self.kernel_size, "dropout": self.dropout,
                        "num_attention_blocks": self.num_attention_blocks, "num_heads": self.num_heads,
                        "num_positions": self.num_positions, "position_frequencies": self.position_frequencies,
-                       "seed": self.seed})
+                       "position_dropout": self.position_dropout, "seed": self.seed})
         return config
 
 
@@ -178,6 +194,9 @@ class UnconditionalPrior(_GatedPixelCNN):
         num_positions (int, 0), position_frequencies (list of float, None): condition on the axial
             slice position (inputs ``{"top": codes, "position": int [B]}``) and how often each
             occurs in the training data.
+        position_dropout (float, 0): the probability with which a training map's position is replaced
+            by "no position" (index ``num_positions``), so the prior also learns the unconditional model
+            and can be sampled with classifier-free guidance (``PriorSampler(..., guidance=w)``).
     """
 
     def __init__(self, num_embeddings: int, height: int, width: int, hidden_channels: int = 128,
@@ -269,8 +288,8 @@ def build_prior(level: str, prior_config, num_embeddings: int, top_grid: int, bo
     ``UnconditionalPrior`` over the bottom grid). ``position_frequencies`` (one per axial slice position, from
     the training codes) make the prior conditioned on slice position.
     """
-    positions = {"num_positions": len(position_frequencies), "position_frequencies": list(position_frequencies)} \
-        if position_frequencies else {}
+    positions = {"num_positions": len(position_frequencies), "position_frequencies": list(position_frequencies),
+                 "position_dropout": getattr(prior_config, "position_dropout", 0.0)} if position_frequencies else {}
     positions["seed"] = seed
     if level == "bottom" and conditional and prior_config.num_attention_blocks:
         raise ValueError(f"the bottom prior has no attention blocks (num_attention_blocks is "

@@ -69,7 +69,7 @@ def write_gif(path: str, image: np.ndarray, bottom_codes: np.ndarray, num_embedd
 
 def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
                    batch_size: int = 8, method: str = "cached", out: str | None = None, gif: bool = False,
-                   progress: bool = True, prior: str = "pixelcnn", slice_positions=None) -> dict:
+                   progress: bool = True, prior: str = "pixelcnn", slice_positions=None, guidance=0.0) -> dict:
     """Generates ``num_samples`` slices from a run and writes them to ``out``; returns a summary.
 
     With position-conditioned priors the slices are made at ``slice_positions`` (int [N]; default:
@@ -84,7 +84,7 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
     result = generate_from(models, num_samples, temperature, top_k, seed, method, batch_size, progress,
-                                    slice_positions)
+                           slice_positions, guidance)
     seconds = time.perf_counter() - start
     images, positions = result["images"], result["position"]
     names = [f"sample_{index:03d}.png" if positions is None else f"sample_{index:03d}_slice_{positions[index]}.png"
@@ -98,14 +98,16 @@ def run_generation(run_dir: str, num_samples: int = 16, temperature: float = 1.0
     synthetic = rundir.read_json(os.path.join(run.path, "vqvae", "metrics.json")).get("synthetic_data", False)
     columns = min(8, num_samples)
     rows = [("", images[i:i + columns]) for i in range(0, num_samples, columns)]
-    label = (f"generated slices ({prior} prior), temperature {temperature}, seed {seed}"
+    label = (f"generated slices ({prior} prior), temperature {temperature}"
+             + (f", guidance {guidance}" if guidance and prior == "pixelcnn" else "") + f", seed {seed}"
              + (" - model trained on SYNTHETIC phantom data" if synthetic else ""))
     captions = None if positions is None else [[f"slice {p}" for p in positions[i:i + columns]]
                                                for i in range(0, num_samples, columns)]
     plots.save(plots.image_grid(rows, label, captions=captions), os.path.join(out, "grid.png"))
     if gif:
         write_gif(os.path.join(out, "sampling.gif"), images[0], result["bottom"][0], models["vqvae"].num_embeddings)
-    summary = {"prior": prior, "num_samples": num_samples, "temperature": temperature, "top_k": top_k, "seed": seed,
+    summary = {"prior": prior, "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
+               "guidance": guidance, "seed": seed,
                "method": method, "batch_size": batch_size, "seconds": round(seconds, 2),
                "seconds_per_brain": round(seconds / num_samples, 3), "out": out,
                "trained_on_synthetic_data": synthetic,
@@ -119,11 +121,12 @@ REQUIRED_STAGES = ("vqvae", "prior_top", "prior_bottom")
 
 def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature=1.0, top_k=0,
              seed: int = 0, method: str = "cached", batch_size: int = 8, progress: bool = True,
-             slice_positions=None) -> dict:
+             slice_positions=None, guidance=0.0) -> dict:
     """New slices: top codes from the top prior, bottom codes from the bottom prior given them, then decoding.
 
     For a single-level VQ-VAE pass ``top_prior=None``: the bottom prior is then unconditional.
-    ``temperature`` and ``top_k`` are one value for both priors or a ``(top, bottom)`` pair.
+    ``temperature``, ``top_k`` and ``guidance`` (classifier-free guidance on the slice position, for
+    priors trained with position dropout) are one value for both priors or a ``(top, bottom)`` pair.
     Position-conditioned priors generate the slices at ``slice_positions`` (int [N]); without them,
     positions are drawn from the training data's distribution (``draw_positions``).
 
@@ -139,16 +142,17 @@ def generate(vqvae, top_prior, bottom_prior, num_samples: int, temperature=1.0, 
         raise ValueError("these priors were trained without slice positions: --slice_index does not apply")
     levels = 1 if top_prior is None else 2
     (top_temperature, bottom_temperature), (top_top_k, bottom_top_k) = per_level(temperature), per_level(top_k)
+    top_guidance, bottom_guidance = per_level(guidance)
     with progress_bar(total=levels * num_samples, desc=f"sampling ({method})", unit="code maps",
                       disable=not progress) as bar:
         top = None
         if top_prior is not None:
             top = PriorSampler(top_prior, method, batch_size)(
                 num_samples, None, top_temperature, top_top_k, derive_seed(seed, "sampling/top"), bar,
-                slice_positions if top_prior.num_positions else None)
+                slice_positions if top_prior.num_positions else None, top_guidance)
         bottom = PriorSampler(bottom_prior, method, batch_size)(
             num_samples, top, bottom_temperature, bottom_top_k, derive_seed(seed, "sampling/bottom"), bar,
-            slice_positions if bottom_prior.num_positions else None)
+            slice_positions if bottom_prior.num_positions else None, bottom_guidance)
     return {"images": decode_in_batches(vqvae, top, bottom, batch_size), "top": top, "bottom": bottom,
             "position": None if slice_positions is None else np.asarray(slice_positions, np.int32)}
 
@@ -163,9 +167,10 @@ def decode_in_batches(vqvae, top, bottom, batch_size: int = 8) -> np.ndarray:
 
 
 def generate_from(models: dict, num_samples: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                  method: str = "cached", batch_size: int = 8, progress: bool = True, slice_positions=None) -> dict:
+                  method: str = "cached", batch_size: int = 8, progress: bool = True, slice_positions=None,
+                  guidance=0.0) -> dict:
     """``generate`` with the models ``load_models`` returns: the PixelCNN priors, or the DCGAN prior
-    when ``models["dcgan"]`` is set (temperature, ``top_k``, ``method`` and positions then do not apply)."""
+    when ``models["dcgan"]`` is set (temperature, ``top_k``, ``method``, guidance and positions then do not apply)."""
     if models.get("dcgan") is not None:
         if slice_positions is not None:
             raise ValueError("the DCGAN prior takes no slice position")
@@ -173,4 +178,4 @@ def generate_from(models: dict, num_samples: int, temperature: float = 1.0, top_
         return {"images": decode_in_batches(models["vqvae"], None, codes, batch_size), "top": None, "bottom": codes,
                 "position": None}
     return generate(models["vqvae"], models["top"], models["bottom"], num_samples, temperature, top_k, seed, method,
-                    batch_size, progress, slice_positions)
+                    batch_size, progress, slice_positions, guidance)

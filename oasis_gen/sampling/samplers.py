@@ -17,6 +17,12 @@ temperature they give the same codes (exactly, in our tests; the cached sampler 
 so logits agree to float rounding, and a code could differ only where two perturbed logits tie
 to within it). Temperature scales the logits; ``top_k`` keeps the k most likely codes; a temperature
 at or below ``1e-6`` takes the argmax (greedy) path.
+
+Classifier-free guidance (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance"), for a prior
+trained with ``position_dropout``: each step runs the prior on the batch twice, with the requested
+slice positions and with "no position", and draws from ``l_c + w * (l_c - l_u)`` of the two logits
+``l_c``, ``l_u``; both halves then take the same code. ``w = 0`` is plain conditional sampling;
+larger ``w`` follows the position more closely at some cost in diversity.
 """
 
 from __future__ import annotations
@@ -55,6 +61,21 @@ def choose_codes(logits, temperature: float, top_k: int, noise):
     return tf.argmax(logits / temperature + noise, axis=-1, output_type=tf.int32)
 
 
+def guided_logits(logits, batch: int, guidance: float):
+    """Logits [B, K] from the stacked conditional and unconditional logits [2B, K]."""
+    conditional, unconditional = logits[:batch], logits[batch:]
+    return conditional + guidance * (conditional - unconditional)
+
+
+def _guided_inputs(prior, condition_codes, slice_position, guidance: float):
+    """Top codes and positions with the batch doubled for guidance: the second half has no position."""
+    if not guidance:
+        return condition_codes, slice_position
+    null = tf.fill(tf.shape(slice_position), prior.null_position)
+    return (None if condition_codes is None else tf.concat([condition_codes, condition_codes], 0),
+            tf.concat([slice_position, null], 0))
+
+
 def _check_prior(prior, condition):
     if isinstance(prior, BottomPrior) and condition is None:
         raise ValueError("the bottom prior samples conditioned on top codes: pass condition=top_codes")
@@ -72,21 +93,26 @@ class NaiveSampler:
         self._functions = {}
 
     def __call__(self, batch_size: int, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                 chunk: int = 0, positions: int | None = None, slice_positions=None):
+                 chunk: int = 0, positions: int | None = None, slice_positions=None, guidance: float = 0.0):
         """Codes [B, H, W] int32; only the first ``positions`` are sampled when given (for timing).
-        ``slice_positions`` int [B]: the axial positions of a position-conditioned prior."""
+        ``slice_positions`` int [B]: the axial positions of a position-conditioned prior; ``guidance``:
+        the classifier-free guidance weight (see the module docstring)."""
         prior = self.prior
-        key = (batch_size, float(temperature), int(top_k))
+        key = (batch_size, float(temperature), int(top_k), float(guidance))
         if key not in self._functions:
             height, width = prior.height, prior.width
 
             @tf.function
             def run(condition_codes, noise, count, slice_position):
                 codes = tf.zeros((batch_size, height, width), tf.int32)
+                condition_codes, slice_position = _guided_inputs(prior, condition_codes, slice_position, guidance)
                 for position in tf.range(count):
                     row, column = position // width, position % width
-                    inputs = _prior_inputs(prior, codes, condition_codes, slice_position)
+                    grid = tf.concat([codes, codes], 0) if guidance else codes
+                    inputs = _prior_inputs(prior, grid, condition_codes, slice_position)
                     logits = prior(inputs, training=False)[:, row, column]
+                    if guidance:
+                        logits = guided_logits(logits, batch_size, guidance)
                     chosen = choose_codes(logits, temperature, top_k, noise[position])
                     index = tf.stack([tf.range(batch_size), tf.fill([batch_size], row),
                                       tf.fill([batch_size], column)], axis=1)
@@ -209,14 +235,17 @@ class CachedSampler:
         return logits, dict(state, horizontal_rows=horizontal_rows, keys=keys, values=values)
 
     def __call__(self, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0, chunk: int = 0,
-                 slice_positions=None):
-        """Codes [B, H, W] int32 for one batch (``slice_positions`` int [B] for a position-conditioned prior)."""
+                 slice_positions=None, guidance: float = 0.0):
+        """Codes [B, H, W] int32 for one batch (``slice_positions`` int [B] for a position-conditioned prior;
+        ``guidance``: the classifier-free guidance weight, see the module docstring)."""
         prior, half, batch = self.prior, self.half, self.batch_size
-        key = (float(temperature), int(top_k))
+        rows = 2 * batch if guidance else batch  # guidance runs a conditional and an unconditional half
+        key = (float(temperature), int(top_k), float(guidance))
         if key not in self._functions:
 
             @tf.function(jit_compile=self.jit_compile)
             def run(condition_codes, noise, slice_position):
+                condition_codes, slice_position = _guided_inputs(prior, condition_codes, slice_position, guidance)
                 condition_features = None if condition_codes is None else prior.conditioning(condition_codes)
                 # each block's (vertical, horizontal) position bias, constant over the grid
                 biases = None if slice_position is None else [block.position_bias(slice_position)
@@ -228,15 +257,19 @@ class CachedSampler:
                                     lambda: self._advance_vertical(state, row - 1, condition_features, biases),
                                     lambda: state)
                     logits, state = self._step(state, row, column, condition_features, biases)
+                    if guidance:
+                        logits = guided_logits(logits, batch, guidance)
                     chosen = choose_codes(logits, temperature, top_k, tf.gather(noise, position))
-                    index = tf.stack([tf.range(batch), tf.fill([batch], row), tf.fill([batch], column)], axis=1)
+                    if guidance:
+                        chosen = tf.concat([chosen, chosen], 0)
+                    index = tf.stack([tf.range(rows), tf.fill([rows], row), tf.fill([rows], column)], axis=1)
                     codes = tf.tensor_scatter_nd_update(state["codes"], index, chosen)
                     embedded_row = _set_column(state["embedded_row"], column + half + 1, prior.embedding(chosen))
                     return position + 1, dict(state, codes=codes, embedded_row=embedded_row)
 
                 _, final = tf.while_loop(lambda position, state: position < prior.height * prior.width, body,
-                                         (tf.constant(0), self._initial_state(batch)))
-                return final["codes"]
+                                         (tf.constant(0), self._initial_state(rows)))
+                return final["codes"][:batch]
 
             self._functions[key] = run
         condition = None if condition is None else tf.convert_to_tensor(condition, tf.int32)
@@ -294,13 +327,15 @@ class PriorSampler:
         self._sampler = CachedSampler(prior, batch_size) if method == "cached" else NaiveSampler(prior)
 
     def __call__(self, num_samples: int, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
-                 progress=None, slice_positions=None) -> np.ndarray:
+                 progress=None, slice_positions=None, guidance: float = 0.0) -> np.ndarray:
         """Codes [num_samples, H, W] int32. ``condition``: top codes [num_samples, H/2, W/2] for the bottom prior;
-        ``slice_positions``: int [num_samples] axial positions, for a position-conditioned prior.
+        ``slice_positions``: int [num_samples] axial positions, for a position-conditioned prior;
+        ``guidance``: classifier-free guidance weight (0: none), for a prior trained with ``position_dropout``.
 
         Raises:
-            ValueError: for a negative temperature, a bad ``top_k``, a missing/extra condition, or
-                positions missing, given to an unconditioned prior, or out of range.
+            ValueError: for a negative temperature, a bad ``top_k``, a missing/extra condition,
+                positions missing, given to an unconditioned prior, or out of range, or guidance that is
+                negative or asked of a prior trained without position dropout.
         """
         _check_prior(self.prior, condition)
         slice_positions = _check_positions(self.prior, slice_positions, num_samples)
@@ -308,6 +343,11 @@ class PriorSampler:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if top_k < 0 or top_k > self.prior.num_embeddings:
             raise ValueError(f"top_k must be in [0, {self.prior.num_embeddings}], got {top_k}")
+        if guidance < 0 or not math.isfinite(guidance):
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        if guidance and getattr(self.prior, "null_position", None) is None:
+            raise ValueError(f"guidance {guidance} needs a prior trained with position dropout (prior flag "
+                             "--position_dropout, e.g. 0.1); this one was not: use guidance 0 for it")
         outputs = []
         for chunk, start in enumerate(range(0, num_samples, self.batch_size)):
             count = min(self.batch_size, num_samples - start)
@@ -315,10 +355,10 @@ class PriorSampler:
                                                                                      self.batch_size)
                                                 for values in (condition, slice_positions))
             if self.method == "cached":
-                codes = self._sampler(batch_condition, temperature, top_k, seed, chunk, batch_positions)
+                codes = self._sampler(batch_condition, temperature, top_k, seed, chunk, batch_positions, guidance)
             else:
                 codes = self._sampler(self.batch_size, batch_condition, temperature, top_k, seed, chunk,
-                                      slice_positions=batch_positions)
+                                      slice_positions=batch_positions, guidance=guidance)
             outputs.append(codes.numpy()[:count])
             if progress is not None:
                 progress.update(count)

@@ -376,7 +376,9 @@ def _sampling_settings(run: Run) -> dict:
 
     cfg = run.config.sampling
     return {"temperature": one_or_pair(cfg.temperature, float, "sampling.temperature"),
-            "top_k": one_or_pair(cfg.top_k, int, "sampling.top_k"), "seed": cfg.seed, "batch_size": cfg.batch_size}
+            "top_k": one_or_pair(cfg.top_k, int, "sampling.top_k"),
+            "guidance": one_or_pair(cfg.guidance, float, "sampling.guidance"), "seed": cfg.seed,
+            "batch_size": cfg.batch_size}
 
 
 @_registered("samples")
@@ -404,7 +406,8 @@ def stage_evaluate(run: Run, force: bool = False) -> dict:
 
     settings = _sampling_settings(run)
     results = evaluate_samples(run.path, run.config.data.data_dir, num_samples=run.config.sampling.evaluation_samples,
-                               temperature=settings["temperature"], top_k=settings["top_k"], seed=settings["seed"],
+                               temperature=settings["temperature"], top_k=settings["top_k"],
+                               guidance=settings["guidance"], seed=settings["seed"],
                                batch_size=settings["batch_size"], out=run.stage_dir("evaluate"))
     print(f"samples vs real test slices: C2ST AUC {results['c2st_auc']:.3f} (floor {results['c2st_auc_floor']:.3f}, "
           f"reconstructions {results['c2st_auc_reconstructions']:.3f}), "
