@@ -1,5 +1,6 @@
 """Sample-quality metrics against NumPy references, the two-sample test's power, and the samples command."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -265,6 +266,28 @@ def test_the_position_network_is_cached_until_the_data_changes(folder_scores, ev
     feature_net.load_or_train(cache, reference_images.images, paths, epochs=40, progress=False)
     assert os.path.getmtime(os.path.join(cache, feature_net.MODEL_FILE)) == stamp  # loaded, not retrained
     assert feature_net.fingerprint(paths[1:], 64, 40, 0) != feature_net.fingerprint(paths, 64, 40, 0)
+
+
+def test_floors_are_cached_and_recomputed_when_their_inputs_change(folder_scores, eval_phantom, monkeypatch):
+    from oasis_gen.evaluation import samples as sample_quality
+
+    real = folder_scores["real"]
+    cache = os.path.join(real["out"], "evaluation")
+    assert [name for name in os.listdir(cache) if name.startswith("floors_")]  # written by the first folder
+    settings = sample_quality.EvaluationSettings(c2st_epochs=15, feature_epochs=40, progress=False)
+    config = sample_quality.config_for_folder(eval_phantom, 64, "resize")
+    calls = []
+    original = realism.two_sample_test
+    monkeypatch.setattr(realism, "two_sample_test", lambda *a, **k: calls.append(1) or original(*a, **k))
+    reference = sample_quality.load_reference(config, "test", 96, settings, cache)
+    assert calls == []  # read back, no classifier trained
+    for key in ("c2st_auc_floor", "c2st_auc_floor_low", "fd_brain_floor", "density_floor", "diversity_ms_ssim_real"):
+        assert reference.floors[key] == pytest.approx(real[key], rel=1e-9), key
+    stored = reference.floors["details"]["floor_test"]
+    assert stored["labels"].dtype == np.int64 and len(stored["scores"]) == 2 * real["c2st_slices_per_side"]
+    # other settings are another key: computed afresh
+    sample_quality.load_reference(config, "test", 16, dataclasses.replace(settings, c2st_epochs=1), cache)
+    assert calls == [1]
 
 
 def test_float_and_png_round_tripped_samples_score_identically(eval_phantom, tmp_path):

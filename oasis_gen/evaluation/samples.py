@@ -36,7 +36,7 @@ import numpy as np
 from oasis_gen import rundir
 from oasis_gen.config import DataConfig
 from oasis_gen.data import slices, stream
-from oasis_gen.evaluation import feature_net, metrics, realism
+from oasis_gen.evaluation import feature_net, floor_cache, metrics, realism
 from oasis_gen.evaluation.report import FLOOR_DRAWS, SWEEP_METRICS, report
 from oasis_gen.fileio import atomic_write_json, atomic_write_text
 from oasis_gen.plots import sample_figures, temperature_sweep
@@ -113,7 +113,7 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
         split: the held-out split (``validate`` or ``test``).
         count: how many samples will be scored; the floors use as many real slices.
         settings: the evaluation settings.
-        cache_folder: where the position network is cached.
+        cache_folder: where the position network and the floors are cached (``floor_cache``).
         vqvae: a run's VQ-VAE, for the reconstruction floor (None: no such floor).
 
     Raises:
@@ -121,12 +121,32 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
     """
     if split == "train":
         raise slices.DataError("compare samples with a held-out split (validate or test), not the training split")
-    heldout, _, synthetic = read_real(data_config, split)
+    heldout, heldout_paths, synthetic = read_real(data_config, split)
     train, train_paths, _ = read_real(data_config, "train")
     seed = settings.seed
     space = feature_net.load_or_train(cache_folder, train.images, train_paths, settings.feature_epochs, seed,
                                       validation=None, progress=settings.progress)
     heldout_features, heldout_probabilities = space.embed(heldout.images)
+    key = floor_cache.cache_key(
+        heldout=floor_cache.files_digest(heldout_paths), train=floor_cache.files_digest(train_paths), split=split,
+        image_size=data_config.image_size, resize=data_config.resize_method, count=count, seed=seed,
+        folds=settings.c2st_folds, epochs=settings.c2st_epochs, draws=FLOOR_DRAWS,
+        position_network=floor_cache.weights_digest(space.model),
+        vqvae=None if vqvae is None else floor_cache.weights_digest(vqvae))
+    floors = floor_cache.cached_floors(cache_folder, key, lambda: _floors(
+        heldout, train, space, heldout_features, heldout_probabilities, count, settings, vqvae))
+    inception = None
+    if settings.inception_weights:
+        inception = realism.inception_features(heldout.images, settings.inception_weights)
+    return Reference(heldout=heldout, train=train, space=space, heldout_features=heldout_features,
+                     heldout_probabilities=heldout_probabilities, floors=floors, count=count, synthetic=synthetic,
+                     data_dir=data_config.data_dir, split=split, inception_heldout=inception)
+
+
+def _floors(heldout: RealSet, train: RealSet, space, heldout_features, heldout_probabilities, count: int,
+            settings: EvaluationSettings, vqvae=None) -> dict:
+    """Every floor: the same metrics on real slices of training subjects (and a run's reconstructions)."""
+    seed = settings.seed
     # the real stand-ins for samples: as many slices as samples, spread over held-out / training subjects
     heldout_part, train_part = heldout.spread(count, seed), train.spread(count, seed)
     # FD and precision/recall of small sets vary with the draw: the floor is the mean over several draws
@@ -135,8 +155,8 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
     prdc_floors = [_prdc(heldout_features, features) for features in floor_draws]
     c2st = dict(folds=settings.c2st_folds, epochs=settings.c2st_epochs, seed=seed, progress=settings.progress)
     floor_test = realism.two_sample_test(heldout.images, train_part.images, real_groups=heldout.subjects,
-                                            generated_groups=train_part.subjects,
-                                            description="C2ST floor (real vs real)", **c2st)
+                                         generated_groups=train_part.subjects,
+                                         description="C2ST floor (real vs real)", **c2st)
     nearest_real, _ = metrics.nearest_ssim(heldout_part.images, train.images)
     floors = {
         "c2st_auc_floor": floor_test["auc"], "c2st_auc_floor_low": floor_test["auc_low"],
@@ -162,16 +182,11 @@ def load_reference(data_config, split: str, count: int, settings: EvaluationSett
                                                           for i in range(0, len(heldout_part.images), 32)]))
         # a slice and its reconstruction share the subject label, so they always share a fold
         test = realism.two_sample_test(heldout_part.images, reconstructions, real_groups=heldout_part.subjects,
-                                          generated_groups=heldout_part.subjects,
-                                          description="C2ST floor (reconstructions)", **c2st)
+                                       generated_groups=heldout_part.subjects,
+                                       description="C2ST floor (reconstructions)", **c2st)
         floors.update({"c2st_auc_reconstructions": test["auc"], "c2st_auc_reconstructions_low": test["auc_low"],
                        "c2st_auc_reconstructions_high": test["auc_high"]})
-    inception = None
-    if settings.inception_weights:
-        inception = realism.inception_features(heldout.images, settings.inception_weights)
-    return Reference(heldout=heldout, train=train, space=space, heldout_features=heldout_features,
-                     heldout_probabilities=heldout_probabilities, floors=floors, count=count, synthetic=synthetic,
-                     data_dir=data_config.data_dir, split=split, inception_heldout=inception)
+    return floors
 
 
 def _prdc(real: np.ndarray, fake: np.ndarray) -> dict:
