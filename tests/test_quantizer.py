@@ -117,7 +117,7 @@ def _numpy_ema_step(codebook, cluster, ema_sum, inputs, decay, epsilon):
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_training_output_is_looked_up_before_the_ema_update(compiled):
+def test_training_output_is_looked_up_after_the_ema_update(compiled):
     layer = _layer(6, 3, decay=0.5)
     inputs = np.random.default_rng(4).normal(size=(40, 3)).astype(np.float32)
     before = layer.codebook.numpy().copy()
@@ -126,8 +126,8 @@ def test_training_output_is_looked_up_before_the_ema_update(compiled):
     call = tf.function(lambda x: layer(x, training=True)) if compiled else (lambda x: layer(x, training=True))
     outputs = call(inputs)
     np.testing.assert_array_equal(outputs["indices"].numpy(), indices)
-    # the forward value of the straight-through output is the code as it was before the step
-    np.testing.assert_allclose(outputs["quantized"].numpy(), before[indices], atol=1e-6)
+    # the forward value of the straight-through output is the code as this step's update left it
+    np.testing.assert_allclose(outputs["quantized"].numpy(), updated[indices], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(layer.codebook.numpy(), updated, rtol=1e-4, atol=1e-6)
     assert not np.allclose(updated[indices], before[indices], atol=1e-3)  # the update did move the used codes
 
@@ -144,10 +144,13 @@ def test_restart_leaves_codes_used_in_this_batch_alone():
     indices, _, _, expected = _numpy_ema_step(codebook, layer.ema_cluster_size.numpy(), layer.ema_sum.numpy(),
                                               inputs, 0.9, 1e-5)
     assert (indices == 1).sum() == 4 and (indices == 0).sum() == 0
-    layer(inputs, training=True)
+    outputs = layer(inputs, training=True)
     result = layer.codebook.numpy()
-    # code 1 is rare but this batch used it: it follows the EMA, it is not re-seeded
+    # code 1 is rare but this batch used it: it follows the EMA, it is not re-seeded, and the vectors
+    # matched to it are decoded from its updated value (the lookup follows the update)
     np.testing.assert_allclose(result[1:], expected[1:], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(outputs["quantized"].numpy()[indices == 1], np.tile(expected[1], (4, 1)),
+                               rtol=1e-4, atol=1e-6)
     # code 0 is rare and unused: re-seeded onto one of the batch's vectors
     assert np.min(np.abs(inputs - result[0]).sum(-1)) < 1e-5
     assert int(layer.restarts.numpy()) == 1
