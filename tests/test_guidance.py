@@ -1,5 +1,9 @@
 """Classifier-free guidance on the slice position: position dropout in training, guided sampling."""
 
+import json
+import os
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -128,3 +132,18 @@ def test_guidance_is_refused_where_it_cannot_apply(guided_priors, tiny_prior_run
     assert code == 2 and "--position_dropout" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         generate.parse_args(["--run_dir", tiny_prior_run, "--guidance", "1,2,3"])
+
+
+def test_generate_uses_the_runs_own_guidance_unless_told(tiny_prior_run, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_prior_run, run_dir)
+    path = os.path.join(run_dir, "config.json")
+    config = json.load(open(path))
+    config["sampling"]["guidance"] = "2,0"  # as a preset with guidance would set it
+    json.dump(config, open(path, "w"))
+    # these priors were trained without position dropout: the run's guidance is applied, so it is refused
+    assert generate.main(["--run_dir", run_dir, "--num_samples", "2", "--out", str(tmp_path / "default")]) == 2
+    assert "--position_dropout" in capsys.readouterr().err
+    assert generate.main(["--run_dir", run_dir, "--num_samples", "2", "--guidance", "0",
+                          "--out", str(tmp_path / "plain")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["guidance"] == 0.0

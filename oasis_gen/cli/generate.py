@@ -34,10 +34,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="softmax temperature (0: greedy); one value, or TOP,BOTTOM for each prior (e.g. 0.9,1.0)")
     parser.add_argument("--top_k", default="0",
                         help="sample among the k likeliest codes (0: all); one value, or TOP,BOTTOM")
-    parser.add_argument("--guidance", default="0",
+    parser.add_argument("--guidance", default=None,
                         help="classifier-free guidance weight on the slice position (0: none; larger follows the "
                              "position more closely); one value, or TOP,BOTTOM; needs priors trained with "
-                             "--position_dropout")
+                             "--position_dropout; default: the run's sampling.guidance (1.0,0 in the cpu preset, "
+                             "0 in quick)")
     parser.add_argument("--seed", type=int, default=0, help="same seed and batch size, same brains")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--method", choices=("cached", "naive"), default="cached")
@@ -52,7 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.slice_positions = parse_slice_index(args.slice_index, args.num_samples)
         args.temperature = config_lib.one_or_pair(args.temperature, float, "--temperature")
         args.top_k = config_lib.one_or_pair(args.top_k, int, "--top_k")
-        args.guidance = config_lib.one_or_pair(args.guidance, float, "--guidance")
+        if args.guidance is not None:
+            args.guidance = config_lib.one_or_pair(args.guidance, float, "--guidance")
     except ValueError as error:
         parser.error(str(error))
     if args.slice_positions is not None:
@@ -85,7 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oasis_gen.data.slices import DataError
 
     try:
-        rundir.open_run(args.run_dir, None, {}, create=False)  # a wrong path is named before TensorFlow loads
+        run = rundir.open_run(args.run_dir, None, {}, create=False)  # a wrong path is named before TensorFlow loads
+        if args.guidance is None:  # what the run's own samples stage uses
+            args.guidance = (config_lib.one_or_pair(run.config.sampling.guidance, float, "sampling.guidance")
+                             if args.prior == "pixelcnn" else 0.0)
         out = output_folder(args.run_dir, args.out)
         quiet_tensorflow(args.verbose)
         from oasis_gen.sampling.generate import run_generation
