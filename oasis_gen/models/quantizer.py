@@ -30,8 +30,9 @@ class VectorQuantizerEMA(keras.layers.Layer):
     the difference fades after ~1/(1-decay) steps).
 
     The straight-through output is looked up from the codebook *after* this step's update (Sonnet
-    looks up before it; on OASIS that trained stage 1 markedly slower). Dead codes: a code whose EMA count falls below ``dead_code_threshold``
-    and that no vector of the current batch uses is re-seeded from the batch's encoder outputs, drawn without replacement with probability proportional to
+    looks up before it; on OASIS that trained stage 1 markedly slower). Dead codes: a code whose EMA
+    count falls below ``dead_code_threshold`` and that no vector of the current batch uses is
+    re-seeded from the batch's encoder outputs, drawn without replacement with probability proportional to
     their squared quantization error (poorly represented vectors first, not the black MRI
     background that already has its codes). A restarted code starts at count
     ``2 * dead_code_threshold``, a grace period of ~70 steps at decay 0.99.
