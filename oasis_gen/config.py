@@ -77,6 +77,9 @@ class VQVAEConfig:
                             "(the single-level VQ-VAE baseline)", choices=(1, 2))
     top_downsample: int = _field(2, "the top code map is the bottom map downsampled x2 (32x32 for 256x256 slices) "
                                     "or x4 (16x16)", choices=(2, 4))
+    top_reconstruction_weight: float = _field(
+        0.0, "weight of a top-only reconstruction term: a small head decodes the top codes alone to the slice at "
+             "the bottom map's resolution, so the top codes must carry the layout (0: off)")
 
 
 @dataclasses.dataclass

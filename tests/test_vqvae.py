@@ -140,3 +140,37 @@ def test_rerun_skips_and_more_epochs_resume_from_the_checkpoint(tiny_phantom, tm
     assert "resuming stage 1" in capsys.readouterr().out
     history = open(os.path.join(run_dir, "vqvae", "history.csv")).read().strip().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+
+
+def test_top_only_term_matches_a_numpy_reference_and_is_learned(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = VQVAE2(image_size=32, top_reconstruction_weight=0.5, data_variance=0.05, **SMALL)
+    model.build()
+    images = _images(8, 32)
+    _, losses, top, bottom = model._forward_losses(tf.constant(images), training=False)
+    coarse = model._run(model.top_only_decoder, top["quantized"]).numpy()[..., 0] + 0.5
+    assert coarse.shape == (8, 8, 8)  # the bottom grid's resolution
+    target = images[..., 0].reshape(8, 8, 4, 8, 4).mean(axis=(2, 4))
+    np.testing.assert_allclose(losses["top_only_loss"], np.mean((coarse - target) ** 2) / 0.05, rtol=1e-5)
+    np.testing.assert_allclose(losses["loss"], losses["reconstruction_loss"] + losses["commitment_loss"]
+                               + 0.5 * losses["top_only_loss"], rtol=1e-6)
+    with tf.GradientTape() as tape:  # the term alone trains the head and the top encoder (straight through)
+        top_only = model._forward_losses(tf.constant(images), training=True)[1]["top_only_loss"]
+    gradients = dict(zip([w.path for w in model.trainable_weights],
+                         tape.gradient(top_only, model.trainable_weights)))
+    for prefix in ("top_only_out", "enc_t_conv", "enc_b_down1"):
+        grads = [g for path, g in gradients.items() if prefix in path]
+        assert grads and all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads), prefix
+    assert all(g is None for path, g in gradients.items() if "dec_up2" in path)  # the main decoder is not involved
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    first = model.evaluate(images, batch_size=8, verbose=0, return_dict=True)
+    model.fit(images, batch_size=8, epochs=60, verbose=0)
+    last = model.evaluate(images, batch_size=8, verbose=0, return_dict=True)
+    assert last["top_only_loss"] < 0.3 * first["top_only_loss"]
+    assert assert_config_round_trip(model).top_reconstruction_weight == 0.5
+    loaded = assert_saving_round_trip(model, images, str(tmp_path / "top_only.keras"))
+    np.testing.assert_allclose(loaded._forward_losses(tf.constant(images), False)[1]["top_only_loss"],
+                               model._forward_losses(tf.constant(images), False)[1]["top_only_loss"], rtol=1e-5)
+    for bad in (dict(top_reconstruction_weight=-1.0), dict(top_reconstruction_weight=1.0, levels=1)):
+        with pytest.raises(ValueError, match="top_reconstruction_weight must be >= 0 and needs two levels"):
+            VQVAE2(image_size=32, **bad)

@@ -88,8 +88,9 @@ class VQVAE2(keras.Model):
         reconstructions = model.decode_codes(top_codes, bottom_codes)
 
     ``train_step``/``test_step`` live on the model (``fit`` works on a dataset of image batches);
-    the loss is ``mse / data_variance + top commitment + bottom commitment``. Tracked metrics:
-    ``loss``, ``reconstruction_loss``, ``commitment_loss``, ``{top,bottom}_perplexity``,
+    the loss is ``mse / data_variance + top commitment + bottom commitment`` (+ the weighted top-only
+    term, see ``top_reconstruction_weight``). Tracked metrics: ``loss``, ``reconstruction_loss``,
+    ``commitment_loss``, ``top_only_loss`` (with the top-only term), ``{top,bottom}_perplexity``,
     ``{top,bottom}_usage``, ``{top,bottom}_norm_ratio`` (largest code norm over largest encoder-output
     norm: an exploding codebook shows as a ratio far above 1), and in ``test_step`` also ``ssim`` and ``psnr``.
 
@@ -108,6 +109,11 @@ class VQVAE2(keras.Model):
             returns ``(None, bottom_codes)`` and ``decode_codes`` takes ``top_codes=None``).
         top_downsample (int, 2): the top map is the bottom map downsampled x2 (32x32 for 256x256
             slices) or x4 (16x16: fewer, coarser codes that carry the layout).
+        top_reconstruction_weight (float, 0.0): weight of a top-only reconstruction term. A small
+            head decodes the top codes alone to the slice at the bottom map's resolution (64x64 for
+            256x256 slices) and its MSE against the slice averaged over 4x4 pixels (over
+            ``data_variance``) joins the loss, so the top codes must carry the slice's layout and
+            cannot leave it all to the bottom codes. The head is used in training only.
 
     Raises:
         ValueError: for an image size not divisible by 8, non-positive sizes or levels not 1 or 2.
@@ -117,7 +123,7 @@ class VQVAE2(keras.Model):
                  num_residual_hiddens: int = 32, num_embeddings: int = 512, embedding_dim: int = 64,
                  commitment_cost: float = 0.25, decay: float = 0.99, epsilon: float = 1e-5,
                  dead_code_threshold: float = 1.0, data_variance: float = 0.06, seed: int = 0, levels: int = 2,
-                 top_downsample: int = 2, **kwargs):
+                 top_downsample: int = 2, top_reconstruction_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if levels not in (1, 2):
             raise ValueError(f"levels must be 1 or 2, got {levels}")
@@ -125,6 +131,9 @@ class VQVAE2(keras.Model):
             raise ValueError(f"top_downsample must be 2 or 4, got {top_downsample}")
         if image_size < 4 * top_downsample or image_size % (4 * top_downsample):
             raise ValueError(f"image_size must be a positive multiple of {4 * top_downsample}, got {image_size}")
+        if top_reconstruction_weight < 0 or (top_reconstruction_weight and levels == 1):
+            raise ValueError(f"top_reconstruction_weight must be >= 0 and needs two levels, got "
+                             f"{top_reconstruction_weight} with levels={levels}")
         if num_hiddens < 2 or data_variance <= 0:
             raise ValueError(f"num_hiddens must be >= 2 (got {num_hiddens}) and data_variance > 0 "
                              f"(got {data_variance})")
@@ -142,6 +151,7 @@ class VQVAE2(keras.Model):
         self.seed = seed
         self.levels = levels
         self.top_downsample = top_downsample
+        self.top_reconstruction_weight = float(top_reconstruction_weight)
 
         def residual(name):
             return ResidualStack(num_hiddens, num_residual_hiddens, num_residual_layers, name=name)
@@ -171,10 +181,16 @@ class VQVAE2(keras.Model):
                 self.top_upsample_coarse = _deconv(embedding_dim, 4, 2, "top_upsample2")
         self.decoder = [_conv(num_hiddens, 3, 1, "dec_conv"), residual("dec_res"),
                         _deconv(half, 4, 2, "dec_up1"), _deconv(1, 4, 2, "dec_up2")]
+        if self.top_reconstruction_weight:  # top codes alone -> the slice at the bottom grid's resolution
+            ups = [_deconv(half, 4, 2, f"top_only_up{i}") for i in range(int(math.log2(top_downsample)))]
+            self.top_only_decoder = [_conv(num_hiddens, 3, 1, "top_only_conv"), *ups,
+                                     _conv(1, 3, 1, "top_only_out")]
 
         per_level = [f"{level}_{name}" for level in self.level_names for name in ("perplexity", "usage", "norm_ratio")]
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ["loss", "reconstruction_loss", "commitment_loss"] + per_level}
+        losses = ["loss", "reconstruction_loss", "commitment_loss"]
+        if self.top_reconstruction_weight:
+            losses.append("top_only_loss")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in losses + per_level}
         self.eval_trackers = {name: keras.metrics.Mean(name=name) for name in ("ssim", "psnr")}
 
     @property
@@ -193,7 +209,11 @@ class VQVAE2(keras.Model):
         return self.image_size // 4
 
     def build(self, input_shape=None):
-        self.call(tf.zeros((1, self.image_size, self.image_size, 1)))
+        images = tf.zeros((1, self.image_size, self.image_size, 1))
+        if self.top_reconstruction_weight:  # builds the top-only head too
+            self._forward_losses(images, training=False)
+        else:
+            self.call(images)
 
     # -------------------------------------------------------------------------- building blocks
     @staticmethod
@@ -272,14 +292,22 @@ class VQVAE2(keras.Model):
         return list(self.trackers.values()) + list(self.eval_trackers.values())
 
     def _forward_losses(self, images, training):
+        """``(reconstructions, losses, top, bottom)``; ``losses`` holds ``loss`` (what is minimised) and its terms."""
         top, bottom = self._quantize(images, training=training)
         reconstructions = self._decode(self._quantized(top), bottom["quantized"])
-        reconstruction_loss = tf.reduce_mean(tf.square(reconstructions - images)) / self.data_variance
-        commitment_loss = bottom["loss"] + (0.0 if top is None else top["loss"])
-        return reconstructions, reconstruction_loss, commitment_loss, top, bottom
+        losses = {"reconstruction_loss": tf.reduce_mean(tf.square(reconstructions - images)) / self.data_variance,
+                  "commitment_loss": bottom["loss"] + (0.0 if top is None else top["loss"])}
+        losses["loss"] = losses["reconstruction_loss"] + losses["commitment_loss"]
+        if self.top_reconstruction_weight:
+            coarse = self._run(self.top_only_decoder, tf.cast(top["quantized"], self.compute_dtype))
+            target = tf.nn.avg_pool2d(images, 4, 4, "VALID")
+            losses["top_only_loss"] = tf.reduce_mean(
+                tf.square(tf.cast(coarse, tf.float32) + 0.5 - target)) / self.data_variance
+            losses["loss"] += self.top_reconstruction_weight * losses["top_only_loss"]
+        return reconstructions, losses, top, bottom
 
-    def _track(self, loss, reconstruction_loss, commitment_loss, top, bottom, batch):
-        values = {"loss": loss, "reconstruction_loss": reconstruction_loss, "commitment_loss": commitment_loss}
+    def _track(self, losses, top, bottom, batch):
+        values = dict(losses)
         for name, level in (("top", top), ("bottom", bottom)):
             if level is not None:
                 values.update({f"{name}_{key}": level[key] for key in ("perplexity", "usage", "norm_ratio")})
@@ -289,20 +317,18 @@ class VQVAE2(keras.Model):
     def train_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         with tf.GradientTape() as tape:
-            _, reconstruction_loss, commitment_loss, top, bottom = self._forward_losses(images, training=True)
-            loss = reconstruction_loss + commitment_loss
-            scaled = _scale_for_replicas(self.optimizer, loss)
+            _, losses, top, bottom = self._forward_losses(images, training=True)
+            scaled = _scale_for_replicas(self.optimizer, losses["loss"])
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._track(loss, reconstruction_loss, commitment_loss, top, bottom, tf.cast(tf.shape(images)[0], tf.float32))
+        self._track(losses, top, bottom, tf.cast(tf.shape(images)[0], tf.float32))
         return replica_logs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def test_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
-        reconstructions, reconstruction_loss, commitment_loss, top, bottom = self._forward_losses(images, training=False)
-        self._track(reconstruction_loss + commitment_loss, reconstruction_loss, commitment_loss, top, bottom,
-                    tf.cast(tf.shape(images)[0], tf.float32))
+        reconstructions, losses, top, bottom = self._forward_losses(images, training=False)
+        self._track(losses, top, bottom, tf.cast(tf.shape(images)[0], tf.float32))
         self.eval_trackers["ssim"].update_state(tf.image.ssim(images, reconstructions, max_val=1.0))
         self.eval_trackers["psnr"].update_state(psnr(images, reconstructions))
         return replica_logs({tracker.name: tracker.result() for tracker in self.metrics})
@@ -315,7 +341,8 @@ class VQVAE2(keras.Model):
                        "embedding_dim": self.embedding_dim, "commitment_cost": self.commitment_cost,
                        "decay": self.decay, "epsilon": self.epsilon,
                        "dead_code_threshold": self.dead_code_threshold, "data_variance": self.data_variance,
-                       "seed": self.seed, "levels": self.levels, "top_downsample": self.top_downsample})
+                       "seed": self.seed, "levels": self.levels, "top_downsample": self.top_downsample,
+                       "top_reconstruction_weight": self.top_reconstruction_weight})
         return config
 
 
@@ -329,7 +356,8 @@ def build_vqvae(vqvae_config, image_size: int, data_variance: float | None = Non
                    commitment_cost=vqvae_config.commitment_cost, decay=vqvae_config.decay,
                    epsilon=vqvae_config.epsilon, dead_code_threshold=vqvae_config.dead_code_threshold,
                    data_variance=float(variance), seed=seed, levels=vqvae_config.levels,
-                   top_downsample=vqvae_config.top_downsample)
+                   top_downsample=vqvae_config.top_downsample,
+                   top_reconstruction_weight=vqvae_config.top_reconstruction_weight)
     model.build()
     return model
 
