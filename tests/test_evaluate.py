@@ -1,9 +1,14 @@
 import json
+import os
 
+import numpy as np
 import pytest
+from conftest import TINY_VQVAE_FLAGS
 
 from oasis_gen.cli import bench as bench_cli
 from oasis_gen.cli import evaluate as evaluate_cli
+from oasis_gen.cli import train as train_cli
+from oasis_gen.evaluation.runs import layout_probe
 
 
 def test_reconstruction_json_on_any_folder(tiny_run, tiny_phantom, capsys):
@@ -110,3 +115,39 @@ def test_samples_takes_a_temperature_and_top_k_per_level():
     for bad in (["--run_dir", "R", "--temperature", "1,2,3"], ["--samples", "F", "--temperature", "0.8"]):
         with pytest.raises(SystemExit):
             evaluate_cli.parse_args(["samples", "--data", "D"] + bad)
+
+
+def test_layout_probe_scores_the_top_codes_and_refuses_a_single_level_run(tiny_run, tiny_phantom, tmp_path, capsys):
+    args = ["--run_dir", tiny_run, "--data", tiny_phantom, "--split", "validate"]
+    assert evaluate_cli.main(["layout", *args, "--epochs", "30", "--batch_size", "8", "--out", str(tmp_path),
+                              "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["top_grid"] == 8 and results["probe_side"] == 16 and results["slices"] == 4
+    assert evaluate_cli.main(["reconstruction", *args, "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]  # the same held-out top codes, counted by another command
+    assert results["top_codes_used"] == top["codes_used"]
+    assert results["top_perplexity"] == pytest.approx(top["perplexity"], rel=1e-5)
+    assert 0.0 < results["layout_ssim"] <= 1.0
+    assert os.path.getsize(results["figure"]) > 5000
+    single = str(tmp_path / "single")
+    assert train_cli.main(["vqvae", "--data", tiny_phantom, "--run_dir", single, "--levels", "1", "--steps_per_epoch", "1"]
+                      + TINY_VQVAE_FLAGS) == 0
+    capsys.readouterr()
+    assert evaluate_cli.main(["layout", "--run_dir", single, "--data", tiny_phantom]) == 2
+    assert "single level: there are no top codes to probe" in capsys.readouterr().err
+
+
+def test_the_layout_probe_reads_layout_from_codes_that_hold_it_and_not_from_noise():
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:32, :32] / 32
+    centres = rng.uniform(0.3, 0.7, (96, 2))
+    targets = np.stack([((x - cx) ** 2 + (y - cy) ** 2 < 0.06) * 0.8 for cx, cy in centres])[..., None]
+    informative = np.repeat(targets[..., 0].reshape(96, 8, 4, 8, 4).mean(axis=(2, 4))[..., None], 4, axis=-1)
+    errors = {}
+    for name, vectors in (("informative", informative), ("noise", rng.normal(size=informative.shape))):
+        probe = layout_probe(vectors.shape[1:], 32, seed=0)
+        probe.compile(optimizer="adam", loss="mse")
+        probe.fit(vectors[:64], targets[:64], batch_size=16, epochs=40, verbose=0)
+        errors[name] = float(np.mean((probe.predict(vectors[64:], verbose=0) - targets[64:]) ** 2))
+    assert probe.output_shape == (None, 32, 32, 1)
+    assert errors["informative"] < 0.3 * errors["noise"], errors

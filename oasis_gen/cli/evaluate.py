@@ -5,6 +5,11 @@ the split with the run's best VQ-VAE-2 and prints SSIM (mean, std, min), MS-SSIM
 same SSIM and PSNR over the head only (the black background flatters whole-slice figures), and
 per-level codebook perplexity and usage.
 
+``layout --run_dir R --data DIR --split validate [--out DIR] [--json]`` fits a small head on the
+training split to predict each slice (averaged over 4x4 pixels) from the top codes alone, and
+prints its SSIM and MSE on the split: how much layout the top map carries (see
+``oasis_gen.evaluation.runs.evaluate_layout``).
+
 ``prior --run_dir R --data DIR --split test [--json]`` encodes the split with the run's VQ-VAE-2
 and prints the mean negative log2-likelihood per code under the top and bottom priors (uniform
 is log2 of the codebook size: 9 bits for 512 codes).
@@ -70,6 +75,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         command.add_argument("--batch_size", type=int, default=16)
         command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         command.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
+    command = commands.add_parser("layout", help="how much of a slice's layout the run's top codes carry")
+    command.add_argument("--run_dir", required=True)
+    command.add_argument("--data", required=True, help="OASIS-layout (or flat) data folder")
+    command.add_argument("--split", default="validate", choices=("validate", "test"), help="held-out slices scored")
+    command.add_argument("--epochs", type=int, default=12, help="training epochs of the probe head")
+    command.add_argument("--batch_size", type=int, default=32)
+    command.add_argument("--seed", type=int, default=0, help="seed of the probe head")
+    command.add_argument("--out", default=None, help="also write layout_probe.png here")
+    command.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    command.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ logging (hidden by default)")
     command = commands.add_parser("samples", help="score samples of a run, or any folder of PNG slices, against real "
                                                   "held-out slices")
     command.add_argument("--run_dir", default=None, help="generate samples from this run (and add its reconstruction "
@@ -163,6 +178,17 @@ def _print_samples(results: dict) -> None:
     print(f"report: {results['report']}")
 
 
+def _print_layout(results: dict) -> None:
+    label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
+    print(f"{results['slices']} slices of the {results['split']} split of {results['data_dir']}{label}, predicted at "
+          f"{results['probe_side']}x{results['probe_side']} from the {results['top_grid']}x{results['top_grid']} "
+          f"top codes alone ({results['epochs']} probe epochs on the training split)")
+    print(f"  layout SSIM {results['layout_ssim']:.4f}, MSE {results['layout_mse']:.6f}")
+    print(f"  top codes: perplexity {results['top_perplexity']:.1f}, {results['top_codes_used']} in use")
+    if results.get("figure"):
+        print(f"wrote {results['figure']}")
+
+
 def _print_prior(results: dict) -> None:
     label = " (SYNTHETIC phantom data)" if results["synthetic_data"] else ""
     print(f"{results['slices']} slices of the {results['split']} split of {results['data_dir']}{label}")
@@ -188,6 +214,13 @@ def _run(args: argparse.Namespace) -> dict:
         from oasis_gen.evaluation.runs import evaluate_prior
 
         return evaluate_prior(args.run_dir, args.data, args.split, args.batch_size, progress=progress)
+    if args.command == "layout":
+        from oasis_gen.evaluation.runs import evaluate_layout
+
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {args.epochs}")
+        return evaluate_layout(args.run_dir, args.data, args.split, args.batch_size, args.epochs, args.out,
+                               args.seed, progress=progress)
     if args.command == "samples":
         from oasis_gen.evaluation import samples as sample_quality
 
@@ -209,8 +242,8 @@ def _run(args: argparse.Namespace) -> dict:
                         progress=progress)
 
 
-PRINTERS = {"reconstruction": _print_reconstruction, "prior": _print_prior, "samples": _print_samples,
-            "compare": _print_compare}
+PRINTERS = {"reconstruction": _print_reconstruction, "layout": _print_layout, "prior": _print_prior,
+            "samples": _print_samples, "compare": _print_compare}
 
 
 def _check_paths(args: argparse.Namespace) -> None:
