@@ -127,6 +127,11 @@ class SamplingConfig:
     seed: int = _field(0, "seed of the sampling noise and of the drawn slice positions")
     batch_size: int = _field(8, "slices sampled together")
 
+    def guidance_for(self, prior: str = "pixelcnn"):
+        """The guidance weight (one value or a (top, bottom) pair) a run samples ``prior`` with: its own
+        ``guidance`` for the PixelCNN priors, 0 for the DCGAN (which has no position to guide by)."""
+        return one_or_pair(self.guidance, float, "sampling.guidance") if prior == "pixelcnn" else 0.0
+
 
 def section_type(section: str) -> type:
     """The dataclass of ``Config`` section ``section`` (``"top_prior"`` -> ``PriorConfig``)."""

@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 from helpers import assert_config_round_trip, assert_saving_round_trip
 
+from oasis_gen import config as config_lib
+from oasis_gen.cli import evaluate as evaluate_cli
 from oasis_gen.cli import generate
 from oasis_gen.models.priors import BottomPrior, UnconditionalPrior
 from oasis_gen.sampling.samplers import PriorSampler
@@ -147,3 +149,17 @@ def test_generate_uses_the_runs_own_guidance_unless_told(tiny_prior_run, tmp_pat
     assert generate.main(["--run_dir", run_dir, "--num_samples", "2", "--guidance", "0",
                           "--out", str(tmp_path / "plain")]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["guidance"] == 0.0
+
+
+def test_evaluate_samples_defaults_to_the_runs_own_guidance():
+    sampling = config_lib.preset("cpu").sampling
+    assert sampling.guidance_for("pixelcnn") == (1.0, 0.0) and sampling.guidance_for("dcgan") == 0.0
+    assert config_lib.preset("quick").sampling.guidance_for() == 0.0
+    args = evaluate_cli.parse_args(["samples", "--run_dir", "R", "--data", "D"])
+    assert args.guidance is None  # resolved from the run's config.json by evaluate_samples
+    assert evaluate_cli.parse_args(["samples", "--run_dir", "R", "--data", "D", "--guidance", "0.5,0"]).guidance \
+        == (0.5, 0.0)
+    with pytest.raises(SystemExit):  # a folder of PNGs was sampled already: no guidance applies
+        evaluate_cli.parse_args(["samples", "--samples", "F", "--data", "D", "--guidance", "0"])
+    with pytest.raises(ValueError, match="sampling.guidance takes one number or TOP,BOTTOM"):
+        config_lib.SamplingConfig(guidance="1,2,3").guidance_for()

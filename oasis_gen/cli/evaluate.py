@@ -98,8 +98,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          help="sampling temperature; one value, or TOP,BOTTOM for each prior (e.g. 0.9,1.0)")
     command.add_argument("--top_k", default="0",
                          help="sample among the k likeliest codes (0: all); one value, or TOP,BOTTOM")
-    command.add_argument("--guidance", default="0",
-                         help="classifier-free guidance weight on the slice position (0: none); one value, or "
+    command.add_argument("--guidance", default=None,
+                         help="classifier-free guidance weight on the slice position (0: none; default: the run's "
+                              "sampling.guidance, as its samples stage and generate.py use); one value, or "
                               "TOP,BOTTOM; needs priors trained with --position_dropout")
     command.add_argument("--temperatures", default="",
                          help="comma-separated temperatures for a sweep (e.g. 0.8,0.9,1.0,1.1)")
@@ -139,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error("samples needs exactly one of --run_dir (generate from a run) and --samples (a folder of PNGs)")
         if args.samples is not None and args.temperatures:
             parser.error("--temperatures needs --run_dir: a folder of samples has no temperature")
-        if args.samples is not None and (args.temperature != "1.0" or args.top_k != "0" or args.guidance != "0"):
+        if args.samples is not None and (args.temperature != "1.0" or args.top_k != "0" or args.guidance is not None):
             parser.error("--temperature, --top_k and --guidance need --run_dir: a folder of samples was sampled "
                          "already")
         try:
@@ -149,7 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         try:
             args.temperature = config_lib.one_or_pair(args.temperature, float, "--temperature")
             args.top_k = config_lib.one_or_pair(args.top_k, int, "--top_k")
-            args.guidance = config_lib.one_or_pair(args.guidance, float, "--guidance")
+            if args.guidance is not None:
+                args.guidance = config_lib.one_or_pair(args.guidance, float, "--guidance")
         except ValueError as error:
             parser.error(str(error))
     return args

@@ -89,8 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = rundir.open_run(args.run_dir, None, {}, create=False)  # a wrong path is named before TensorFlow loads
         if args.guidance is None:  # what the run's own samples stage uses
-            args.guidance = (config_lib.one_or_pair(run.config.sampling.guidance, float, "sampling.guidance")
-                             if args.prior == "pixelcnn" else 0.0)
+            args.guidance = run.config.sampling.guidance_for(args.prior)
         out = output_folder(args.run_dir, args.out)
         quiet_tensorflow(args.verbose)
         from oasis_gen.sampling.generate import run_generation

@@ -315,11 +315,12 @@ def evaluate_samples(run_dir: str, data_dir: str, *, num_samples: int = 128, tem
                      temperatures: tuple[float, ...] = (), out: str | None = None, c2st_epochs: int = 20,
                      copy_threshold: float = 0.95, progress: bool = True, prior: str = "pixelcnn",
                      keep_images: bool = False, c2st_folds: int = 4, feature_epochs: int = 8, top_k=0,
-                     guidance=0.0) -> dict:
+                     guidance=None) -> dict:
     """Generates ``num_samples`` slices from the run and scores them against ``data_dir``; writes the report.
 
     ``temperature``, ``top_k`` and ``guidance`` are one value or a (top, bottom) pair, as for
     ``generate.py``; a ``temperatures`` sweep sets both levels to each value (``top_k``, ``guidance`` kept).
+    ``guidance=None`` samples with the run's own ``sampling.guidance``, as its samples stage does.
 
     ``prior`` picks the run's PixelCNN priors or its DCGAN baseline (``"dcgan"``; temperature does
     not apply to it, and its default output folder is ``<run>/sample_evaluation_dcgan``, else ``<run>/sample_evaluation``). The position
@@ -336,6 +337,8 @@ def evaluate_samples(run_dir: str, data_dir: str, *, num_samples: int = 128, tem
     start = time.perf_counter()
     run = rundir.open_run(run_dir, None, {}, create=False)
     models = load_models(run, prior)
+    if guidance is None:
+        guidance = run.config.sampling.guidance_for(prior)
     if prior == "dcgan" and temperatures:
         raise ValueError("a temperature sweep needs the PixelCNN priors; the DCGAN has no temperature")
     # not samples/ or evaluate/: those are the pipeline stages' own folders

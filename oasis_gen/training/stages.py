@@ -377,7 +377,7 @@ def _sampling_settings(run: Run) -> dict:
     cfg = run.config.sampling
     return {"temperature": one_or_pair(cfg.temperature, float, "sampling.temperature"),
             "top_k": one_or_pair(cfg.top_k, int, "sampling.top_k"),
-            "guidance": one_or_pair(cfg.guidance, float, "sampling.guidance"), "seed": cfg.seed,
+            "guidance": cfg.guidance_for("pixelcnn"), "seed": cfg.seed,
             "batch_size": cfg.batch_size}
 
 
