@@ -59,6 +59,26 @@ def test_frechet_distance_matches_eigenvalue_reference():
     assert metrics.frechet_distance(first, first) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(5, 64, 64, 1), (2, 256, 256, 1), (3, 75, 45, 1), (2, 40, 50, 3)])
+def test_separable_ssim_and_ms_ssim_match_tensorflows_full_window(shape):
+    rng = np.random.default_rng(shape[1])
+    images = tf.image.resize(_phantoms(shape[0], size=256, seed=3), shape[1:3]).numpy()
+    if shape[-1] == 3:
+        images = np.concatenate([images, images[:, ::-1], 1.0 - images], axis=-1)
+    noisy = np.clip(images + rng.normal(0, 0.1, images.shape), 0, 1).astype(np.float32)
+    expected = tf.image.ssim(images, noisy, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
+    np.testing.assert_allclose(metrics.ssim(images, noisy).numpy(), expected.numpy(), atol=1e-5)
+    everything = np.ones(images.shape[:3] + (1,), bool)
+    np.testing.assert_allclose(metrics.masked_ssim(images, noisy, everything).numpy(), expected.numpy(), atol=1e-5)
+    scales = min(5, int(np.floor(np.log2(min(shape[1:3]) / 11.0))) + 1)  # coarsest scale >= 11 px
+    weights = np.asarray((0.0448, 0.2856, 0.3001, 0.2363, 0.1333)[:scales])
+    expected_ms = tf.image.ssim_multiscale(images, noisy, max_val=1.0, filter_size=11,
+                                           power_factors=tuple(weights / weights.sum()))
+    np.testing.assert_allclose(metrics.ms_ssim(images, noisy).numpy(), expected_ms.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        metrics.ssim(images[:, :10, :10], noisy[:, :10, :10])
+
+
 def test_pairwise_and_nearest_ssim():
     images = _phantoms(6)
     values = metrics.pairwise_ms_ssim(images)

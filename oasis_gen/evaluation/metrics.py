@@ -19,18 +19,115 @@ from oasis_gen.progress import progress_bar
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
 
 
+_WINDOW_SIZE, _WINDOW_SIGMA, _K1, _K2 = 11, 1.5, 0.01, 0.03
+
+
+def _gaussian_window(size: int = _WINDOW_SIZE, sigma: float = _WINDOW_SIGMA) -> np.ndarray:
+    """The normalised 1-D Gaussian whose outer product with itself is SSIM's 2-D window."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    window = np.exp(-0.5 * np.square(offsets / sigma))
+    return (window / window.sum()).astype(np.float32)
+
+
+def _ssim_maps(images, reconstructions):
+    """Luminance and contrast-structure maps [B, H - 10, W - 10, C] of two [B, H, W, C] batches in [0, 1].
+
+    The 11x11 Gaussian mean is applied as two 1-D passes (the window is separable), to the four
+    statistics stacked as channels of one depthwise convolution: the same values as
+    ``tf.image.ssim`` (which convolves with the full 2-D window; its compensation factor is 1,
+    as here) at a fifth of the cost.
+    """
+    channels = images.shape[-1]
+    stacked = tf.concat([images, reconstructions, tf.square(images) + tf.square(reconstructions),
+                         images * reconstructions], axis=-1)  # [B, H, W, 4C]
+    window = tf.constant(_gaussian_window())
+    across = tf.tile(tf.reshape(window, [1, _WINDOW_SIZE, 1, 1]), [1, 1, 4 * channels, 1])
+    down = tf.tile(tf.reshape(window, [_WINDOW_SIZE, 1, 1, 1]), [1, 1, 4 * channels, 1])
+    means = tf.nn.depthwise_conv2d(tf.nn.depthwise_conv2d(stacked, across, [1, 1, 1, 1], "VALID"),
+                                   down, [1, 1, 1, 1], "VALID")
+    mean_x, mean_y, mean_squares, mean_product = tf.split(means, 4, axis=-1)
+    c1, c2 = _K1 ** 2, _K2 ** 2  # max_val = 1
+    product_of_means = 2.0 * mean_x * mean_y
+    sum_of_squared_means = tf.square(mean_x) + tf.square(mean_y)
+    luminance = (product_of_means + c1) / (sum_of_squared_means + c1)
+    contrast_structure = (2.0 * mean_product - product_of_means + c2) / (mean_squares - sum_of_squared_means + c2)
+    return luminance, contrast_structure
+
+
+_GRAPHS: dict = {}
+
+
+def _run_compiled(function, images, reconstructions):
+    """Calls ``function`` on two image batches of one known size as a graph traced once per size and channels
+    (any batch size), after checking that the size is known and fits the window."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    reconstructions = tf.convert_to_tensor(reconstructions, tf.float32)
+    if images.shape.rank != 4 or images.shape[1:] != reconstructions.shape[1:]:
+        raise ValueError(f"expected two [B, H, W, C] batches of one size, got {images.shape} and "
+                         f"{reconstructions.shape}")
+    if None in images.shape[1:]:
+        raise ValueError(f"SSIM needs a known image size, got {images.shape}")
+    if min(images.shape[1], images.shape[2]) < _WINDOW_SIZE:
+        raise ValueError(f"SSIM needs images of at least {_WINDOW_SIZE}x{_WINDOW_SIZE} pixels, got "
+                         f"{images.shape[1]}x{images.shape[2]}")
+    if not tf.executing_eagerly():  # already inside a caller's graph
+        return function(images, reconstructions)
+    key = (function.__name__, tuple(images.shape[1:]))
+    if key not in _GRAPHS:
+        spec = tf.TensorSpec([None, *images.shape[1:]], tf.float32)
+        _GRAPHS[key] = tf.function(function, input_signature=[spec, spec])
+    return _GRAPHS[key](images, reconstructions)
+
+
+def _ssim(images, reconstructions):
+    luminance, contrast_structure = _ssim_maps(images, reconstructions)
+    return tf.reduce_mean(luminance * contrast_structure, axis=[1, 2, 3])
+
+
 def ssim(images, reconstructions):
-    """Per-image SSIM [B] of two [B, H, W, 1] batches in [0, 1]."""
-    return tf.image.ssim(images, reconstructions, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
+    """Per-image SSIM [B] of two [B, H, W, C] batches in [0, 1] (mean over the map and the channels).
+
+    Raises:
+        ValueError: batches of other sizes, or images smaller than the 11x11 window.
+    """
+    return _run_compiled(_ssim, images, reconstructions)
+
+
+def _halve(images):
+    """2x2 mean pooling; an odd side is first padded by mirroring its last row or column, as MS-SSIM does."""
+    pad_rows, pad_columns = int(images.shape[1]) % 2, int(images.shape[2]) % 2
+    if pad_rows or pad_columns:
+        images = tf.pad(images, [[0, 0], [0, pad_rows], [0, pad_columns], [0, 0]], mode="SYMMETRIC")
+    return tf.nn.avg_pool2d(images, 2, 2, "VALID")
 
 
 def ms_ssim(images, reconstructions):
-    """Per-image MS-SSIM [B]; uses as many of the 5 scales as the image size allows (>= 11 px at the coarsest)."""
+    """Per-image MS-SSIM [B]; uses as many of the 5 scales as the image size allows (>= 11 px at the coarsest).
+
+    Each scale's contrast-structure term (and the coarsest scale's SSIM) is averaged over the map,
+    clipped at 0 and raised to its weight (Wang et al. 2003, renormalised over the scales used),
+    as ``tf.image.ssim_multiscale`` does.
+
+    Raises:
+        ValueError: batches of other sizes, or images smaller than the 11x11 window.
+    """
+    return _run_compiled(_ms_ssim, images, reconstructions)
+
+
+def _ms_ssim(images, reconstructions):
     size = min(int(images.shape[1]), int(images.shape[2]))
     scales = max(1, min(5, int(math.floor(math.log2(size / 11.0))) + 1))
     weights = np.asarray(_MS_SSIM_WEIGHTS[:scales])
-    return tf.image.ssim_multiscale(images, reconstructions, max_val=1.0,
-                                    power_factors=tuple(weights / weights.sum()), filter_size=11)
+    weights = weights / weights.sum()
+    result = 1.0
+    for scale in range(scales):
+        if scale:
+            images, reconstructions = _halve(images), _halve(reconstructions)
+        luminance, contrast_structure = _ssim_maps(images, reconstructions)
+        term = contrast_structure if scale < scales - 1 else luminance * contrast_structure
+        term = tf.nn.relu(tf.reduce_mean(term, axis=[1, 2]))  # [B, C]
+        result = result * tf.pow(term, float(weights[scale]))
+    return tf.reduce_mean(result, axis=-1)
 
 
 def code_statistics(counts: np.ndarray) -> dict:
@@ -182,8 +279,9 @@ def masked_ssim(images, reconstructions, mask):
     valid region (H - 10 by W - 10), so the mask is cropped to those centres. An image whose mask
     is empty there gets NaN.
     """
-    ssim_map = tf.image.ssim(images, reconstructions, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01,
-                             k2=0.03, return_index_map=True)
+    images = tf.convert_to_tensor(images, tf.float32)
+    luminance, contrast_structure = _ssim_maps(images, tf.convert_to_tensor(reconstructions, tf.float32))
+    ssim_map = tf.reduce_mean(luminance * contrast_structure, axis=-1)
     crop = (int(images.shape[1]) - int(ssim_map.shape[1])) // 2
     inside = tf.cast(mask[:, crop:crop + ssim_map.shape[1], crop:crop + ssim_map.shape[2], 0], tf.float32)
     return tf.reduce_sum(ssim_map * inside, axis=[1, 2]) / tf.reduce_sum(inside, axis=[1, 2])
@@ -249,8 +347,8 @@ def pairwise_ms_ssim(images: np.ndarray, max_pairs: int = 2000, seed: int = 0, b
     if len(first) > max_pairs:
         keep = np.random.default_rng(seed).choice(len(first), size=max_pairs, replace=False)
         first, second = first[keep], second[keep]
-    values = [ms_ssim(tf.constant(images[first[i:i + batch_size]]), tf.constant(images[second[i:i + batch_size]]))
-              .numpy() for i in range(0, len(first), batch_size)]
+    values = [ms_ssim(images[first[i:i + batch_size]], images[second[i:i + batch_size]]).numpy()
+              for i in range(0, len(first), batch_size)]
     return np.concatenate(values)
 
 
@@ -261,11 +359,12 @@ def _downsample(images: np.ndarray, side: int = 64) -> np.ndarray:
 
 
 def nearest_ssim(samples: np.ndarray, references: np.ndarray, candidates: int = 16,
-                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                 batch_size: int = 64, pair_batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """For each sample, the highest SSIM to any reference image, and that reference's index.
 
     The ``candidates`` references closest in Euclidean distance (on 64x64 average-pooled copies)
-    are scored with full-resolution SSIM; a copy of a reference is always among them.
+    are scored with full-resolution SSIM; a copy of a reference is always among them. Samples go
+    ``batch_size`` at a time, their (sample, candidate) pairs ``pair_batch`` at a time.
     """
     small_samples, small_references = _downsample(samples), _downsample(references)
     reference_norms = np.square(small_references).sum(axis=1)
@@ -275,12 +374,15 @@ def nearest_ssim(samples: np.ndarray, references: np.ndarray, candidates: int = 
     for start in range(0, len(samples), batch_size):
         chunk = small_samples[start:start + batch_size]
         distances = reference_norms[None, :] - 2.0 * chunk @ small_references.T
-        nearest = np.argpartition(distances, candidates - 1, axis=1)[:, :candidates]
-        for row, indices in enumerate(nearest):
-            sample = np.repeat(samples[start + row][None], len(indices), axis=0)
-            scores = ssim(tf.constant(sample), tf.constant(references[indices])).numpy()
-            best_values[start + row] = scores.max()
-            best_indices[start + row] = indices[int(scores.argmax())]
+        nearest = np.argpartition(distances, candidates - 1, axis=1)[:, :candidates]  # [n, candidates]
+        sample_of_pair = np.repeat(np.arange(start, start + len(chunk)), candidates)
+        reference_of_pair = nearest.reshape(-1)
+        scores = np.concatenate([
+            ssim(samples[sample_of_pair[i:i + pair_batch]], references[reference_of_pair[i:i + pair_batch]]).numpy()
+            for i in range(0, len(sample_of_pair), pair_batch)]).reshape(len(chunk), candidates)
+        best = scores.argmax(axis=1)
+        best_values[start:start + len(chunk)] = scores[np.arange(len(chunk)), best]
+        best_indices[start:start + len(chunk)] = nearest[np.arange(len(chunk)), best]
     return best_values, best_indices
 
 
