@@ -148,6 +148,7 @@ def evaluate_layout(run_dir: str, data_dir: str, split: str = "validate", batch_
     predicted = np.clip(probe.predict(vectors, batch_size=batch_size, verbose=0), 0.0, 1.0)
     counts = np.bincount(indices.ravel(), minlength=model.num_embeddings)
     statistics = metrics.code_statistics(counts)
+    # a 7-pixel window on the 4x4-mean targets: the 11-pixel one of full-size SSIM would span 44 slice pixels
     results = {"layout_ssim": float(np.mean(tf.image.ssim(targets, predicted, max_val=1.0, filter_size=7))),
                "layout_mse": float(np.mean((predicted - targets) ** 2)),
                "top_perplexity": statistics["perplexity"], "top_codes_used": statistics["codes_used"],
