@@ -114,6 +114,18 @@ def test_two_sample_test_tells_apart_only_different_sets():
         realism.two_sample_test(real, noisy, seed=0, real_groups=np.zeros(48))
 
 
+def test_two_sample_test_does_not_depend_on_what_ran_before():
+    # one compiled classifier per image size is re-initialised for every fold: its weights, dropout seed and
+    # Adam state must be those of a new model, whatever the earlier tests left in it
+    real, generated = _phantoms(24, seed=5), _phantoms(24, seed=6)
+    realism._COMPILED.clear()
+    first = realism.two_sample_test(real, generated, folds=3, epochs=2, seed=1, real_groups=np.arange(24) // 3)
+    realism.two_sample_test(generated, real, folds=2, epochs=3, seed=9, learning_rate=5e-3)  # another history
+    again = realism.two_sample_test(real, generated, folds=3, epochs=2, seed=1, real_groups=np.arange(24) // 3)
+    np.testing.assert_array_equal(first["scores"], again["scores"])
+    assert len(realism._COMPILED) == 1  # one traced model served all three tests
+
+
 def test_subject_grouped_folds_never_share_a_subject_and_stay_balanced():
     rng = np.random.default_rng(4)
     subjects = np.repeat(np.arange(10), rng.integers(2, 9, 10))

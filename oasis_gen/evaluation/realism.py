@@ -35,6 +35,29 @@ def _classifier(image_size: int):
     return keras.Sequential(layers)
 
 
+_COMPILED: dict = {}  # image size -> the classifier whose training step is traced, re-initialised for every fold
+
+
+def _new_classifier(image_size: int, learning_rate: float, seed: int):
+    """A compiled classifier in the state a new one built after ``keras.utils.set_random_seed(seed)`` has
+    (weights, dropout seed, zeroed Adam moments), but one model per image size and process: its training
+    step is traced once, not once per fold and test (tracing, not training, dominated small tests)."""
+    keras.utils.set_random_seed(seed)
+    fresh = _classifier(image_size)
+    model = _COMPILED.get(image_size)
+    if model is None or not model.optimizer.built:
+        model = _COMPILED[image_size] = fresh
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        return model
+    for target, source in zip(model.variables, fresh.variables, strict=True):
+        target.assign(source)
+    for variable in model.optimizer.variables:  # the step count and both moments
+        variable.assign(tf.zeros_like(variable))
+    model.optimizer.learning_rate = learning_rate
+    return model
+
+
 def grouped_folds(groups, folds: int, seed: int = 0, sides=None) -> np.ndarray:
     """Fold index [N] per item, keeping every group (e.g. a subject's slices) inside one fold.
 
@@ -123,12 +146,9 @@ def two_sample_test(real: np.ndarray, generated: np.ndarray, folds: int = 4, epo
     bar = progress_bar(total=folds * epochs, desc=description, unit="epochs", disable=not progress, leave=False)
     tick = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(1))
     for fold in range(folds):
-        keras.utils.set_random_seed(seed + fold)
         train, held_out = fold_of != fold, fold_of == fold
         fold_batch = max(4, min(batch_size, int(train.sum()) // MIN_STEPS_PER_EPOCH))
-        model = _classifier(images.shape[1])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        model = _new_classifier(images.shape[1], learning_rate, seed + fold)
         dataset = (tf.data.Dataset.from_tensor_slices((images[train], labels[train].astype(np.float32)))
                    .shuffle(int(train.sum()), seed=seed + fold).batch(fold_batch))
         model.fit(dataset, epochs=epochs, verbose=0, shuffle=False, callbacks=[tick])  # the dataset shuffles
