@@ -105,6 +105,11 @@ def test_guided_sampling_matches_a_numpy_reference_and_both_samplers_agree(guide
     where = np.array([0, 3, 5, 1, 2], np.int32)
     greedy_top = PriorSampler(top, "cached", batch_size=5)(5, temperature=0.0, slice_positions=where, guidance=2.0)
     np.testing.assert_array_equal(greedy_top, _numpy_guided_greedy(top, where, 2.0))
+    # another weight runs the loop compiled for the first (the weight is an input of it, not a constant)
+    np.testing.assert_array_equal(PriorSampler(top, "cached", batch_size=5)(5, temperature=0.0, slice_positions=where,
+                                                                            guidance=0.5),
+                                  _numpy_guided_greedy(top, where, 0.5))
+    assert top._cached_samplers[5]._functions[(0, True, True)].experimental_get_tracing_count() == 1
     greedy_bottom = PriorSampler(bottom, "cached", batch_size=5)(5, greedy_top, temperature=0.0, slice_positions=where,
                                                                  guidance=1.5)
     np.testing.assert_array_equal(greedy_bottom, _numpy_guided_greedy(bottom, where, 1.5, greedy_top))

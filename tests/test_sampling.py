@@ -36,6 +36,20 @@ def test_cached_equals_naive_for_both_priors(priors, temperature, top_k):
     assert len(np.unique(cached)) > 3  # really sampled, not a constant map
 
 
+def test_one_compiled_loop_serves_every_temperature_and_every_sampler_of_a_prior(priors):
+    top, bottom, condition = priors
+    for temperature in (1.3, 0.6):  # the second temperature, in a new PriorSampler, runs the loop compiled first
+        naive = PriorSampler(top, "naive", batch_size=3)(5, temperature=temperature, seed=6)
+        np.testing.assert_array_equal(PriorSampler(top, "cached", batch_size=3)(5, temperature=temperature, seed=6),
+                                      naive)
+        naive = PriorSampler(bottom, "naive", batch_size=2)(5, condition, temperature, seed=7)
+        np.testing.assert_array_equal(PriorSampler(bottom, "cached", batch_size=2)(5, condition, temperature, seed=7),
+                                      naive)
+    for prior, batch in ((top, 3), (bottom, 2)):
+        loop = prior._cached_samplers[batch]._functions[(0, False, False)]  # top_k 0, not greedy, no guidance
+        assert loop.experimental_get_tracing_count() == 1
+
+
 def test_seed_determinism_and_top_k(priors):
     top, _, _ = priors
     sampler = PriorSampler(top, "cached", batch_size=2)

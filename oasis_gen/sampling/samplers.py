@@ -50,13 +50,14 @@ def gumbel_noise(batch_size: int, positions: int, num_embeddings: int, seed: int
     return -tf.math.log(-tf.math.log(uniform))
 
 
-def choose_codes(logits, temperature: float, top_k: int, noise):
-    """Codes [B] from logits [B, K] by the Gumbel-max trick with ``noise`` [B, K]."""
+def choose_codes(logits, temperature, top_k: int, noise):
+    """Codes [B] from logits [B, K] by the Gumbel-max trick with ``noise`` [B, K]. ``temperature`` is a
+    number or a float32 scalar tensor (a tensor is never taken as greedy: its caller decides that)."""
     logits = tf.cast(logits, tf.float32)
     if top_k and top_k < logits.shape[-1]:
         threshold = tf.math.top_k(logits, k=top_k).values[:, -1:]
         logits = tf.where(logits < threshold, tf.constant(-np.inf, tf.float32), logits)
-    if temperature <= GREEDY_TEMPERATURE:
+    if not tf.is_tensor(temperature) and temperature <= GREEDY_TEMPERATURE:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.argmax(logits / temperature + noise, axis=-1, output_type=tf.int32)
 
@@ -239,13 +240,15 @@ class CachedSampler:
         """Codes [B, H, W] int32 for one batch (``slice_positions`` int [B] for a position-conditioned prior;
         ``guidance``: the classifier-free guidance weight, see the module docstring)."""
         prior, half, batch = self.prior, self.half, self.batch_size
-        rows = 2 * batch if guidance else batch  # guidance runs a conditional and an unconditional half
-        key = (float(temperature), int(top_k), float(guidance))
+        greedy, guided = temperature <= GREEDY_TEMPERATURE, bool(guidance)
+        rows = 2 * batch if guided else batch  # guidance runs a conditional and an unconditional half
+        # temperature and guidance weight are inputs, not constants: another value reuses the compiled loop
+        key = (int(top_k), greedy, guided)
         if key not in self._functions:
 
             @tf.function(jit_compile=self.jit_compile)
-            def run(condition_codes, noise, slice_position):
-                condition_codes, slice_position = _guided_inputs(prior, condition_codes, slice_position, guidance)
+            def run(condition_codes, noise, slice_position, temperature, guidance):
+                condition_codes, slice_position = _guided_inputs(prior, condition_codes, slice_position, guided)
                 condition_features = None if condition_codes is None else prior.conditioning(condition_codes)
                 # each block's (vertical, horizontal) position bias, constant over the grid
                 biases = None if slice_position is None else [block.position_bias(slice_position)
@@ -257,10 +260,11 @@ class CachedSampler:
                                     lambda: self._advance_vertical(state, row - 1, condition_features, biases),
                                     lambda: state)
                     logits, state = self._step(state, row, column, condition_features, biases)
-                    if guidance:
+                    if guided:
                         logits = guided_logits(logits, batch, guidance)
-                    chosen = choose_codes(logits, temperature, top_k, tf.gather(noise, position))
-                    if guidance:
+                    chosen = choose_codes(logits, GREEDY_TEMPERATURE if greedy else temperature, top_k,
+                                          tf.gather(noise, position))
+                    if guided:
                         chosen = tf.concat([chosen, chosen], 0)
                     index = tf.stack([tf.range(rows), tf.fill([rows], row), tf.fill([rows], column)], axis=1)
                     codes = tf.tensor_scatter_nd_update(state["codes"], index, chosen)
@@ -275,7 +279,8 @@ class CachedSampler:
         condition = None if condition is None else tf.convert_to_tensor(condition, tf.int32)
         slice_positions = None if slice_positions is None else tf.convert_to_tensor(slice_positions, tf.int32)
         noise = gumbel_noise(batch, prior.height * prior.width, prior.num_embeddings, seed, chunk)
-        return self._functions[key](condition, noise, slice_positions)
+        return self._functions[key](condition, noise, slice_positions, tf.constant(float(temperature), tf.float32),
+                                    tf.constant(float(guidance), tf.float32))
 
 
 def _scatter_position(cache, position, update):
@@ -307,6 +312,18 @@ def _check_positions(prior, slice_positions, num_samples: int):
     return slice_positions
 
 
+def _shared_cached_sampler(prior, batch_size: int) -> CachedSampler:
+    """The prior's own ``CachedSampler`` for ``batch_size``, kept on the prior, so that the next call (another
+    temperature or guidance weight, the next ``generate``, a temperature sweep) reuses its compiled loops."""
+    samplers = prior.__dict__.get("_cached_samplers")
+    if samplers is None:
+        samplers = {}
+        object.__setattr__(prior, "_cached_samplers", samplers)  # a plain attribute: Keras neither tracks nor saves it
+    if batch_size not in samplers:
+        samplers[batch_size] = CachedSampler(prior, batch_size)
+    return samplers[batch_size]
+
+
 class PriorSampler:
     """Samples code maps from one prior in batches: ``PriorSampler(prior, "cached")(num_samples, ...)``.
 
@@ -324,7 +341,7 @@ class PriorSampler:
         self.prior = prior
         self.method = method
         self.batch_size = batch_size
-        self._sampler = CachedSampler(prior, batch_size) if method == "cached" else NaiveSampler(prior)
+        self._sampler = _shared_cached_sampler(prior, batch_size) if method == "cached" else NaiveSampler(prior)
 
     def __call__(self, num_samples: int, condition=None, temperature: float = 1.0, top_k: int = 0, seed: int = 0,
                  progress=None, slice_positions=None, guidance: float = 0.0) -> np.ndarray:
