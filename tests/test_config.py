@@ -59,3 +59,16 @@ def test_flags_generated_from_fields_parse_back():
     assert train.learning_rate == 0.01 and train.strategy == "mirrored" and train.batch_size == 16
     with pytest.raises(SystemExit):
         parser.parse_args(["--resize_method", "stretch"])
+
+
+def test_a_one_level_model_drops_the_presets_top_only_term_unless_asked(tmp_path):
+    from oasis_gen import rundir
+
+    assert config.preset("cpu").vqvae.top_reconstruction_weight > 0
+    single = rundir.open_run(str(tmp_path / "single"), "cpu", {"vqvae": {"levels": 1}})
+    assert single.config.vqvae.levels == 1 and single.config.vqvae.top_reconstruction_weight == 0.0
+    assert config.load_config(str(tmp_path / "single" / "config.json")).vqvae.top_reconstruction_weight == 0.0
+    two = rundir.open_run(str(tmp_path / "two"), "cpu", {"vqvae": {"num_embeddings": 64}})
+    assert two.config.vqvae.top_reconstruction_weight == config.preset("cpu").vqvae.top_reconstruction_weight
+    asked = rundir.open_run(str(tmp_path / "asked"), "cpu", {"vqvae": {"levels": 1, "top_reconstruction_weight": 0.5}})
+    assert asked.config.vqvae.top_reconstruction_weight == 0.5  # the model then refuses it, by name
