@@ -338,7 +338,7 @@ def _apply(config: config_lib.Config, overrides: dict[str, dict]) -> config_lib.
     config = dataclasses.replace(config, **sections)
     vqvae = config.vqvae
     if vqvae.levels == 1 and vqvae.top_reconstruction_weight and \
-            "top_reconstruction_weight" not in overrides.get("vqvae", {}):
+            "top_reconstruction_weight" not in (overrides.get("vqvae") or {}):
         # a preset's top-only term has no top level to act on in a one-level model: off unless asked for by flag
         config = dataclasses.replace(config, vqvae=dataclasses.replace(vqvae, top_reconstruction_weight=0.0))
     return config
