@@ -107,6 +107,25 @@ def test_cached_sampler_runs_and_agrees_under_mixed_policies(policy):
         assert (cached == naive).mean() > 0.7
 
 
+def test_bfloat16_vqvae_keeps_quantizer_inputs_and_pixels_in_float32():
+    from oasis_gen.models.vqvae import VQVAE2
+
+    with precision.precision_scope("mixed_bfloat16"):
+        model = VQVAE2(image_size=32, num_hiddens=16, num_residual_layers=1, num_residual_hiddens=8,
+                       num_embeddings=16, embedding_dim=4, top_reconstruction_weight=0.5)
+        model.build()
+    assert model.compute_dtype == "bfloat16" and model.decoder[0].compute_dtype == "bfloat16"
+    for layer in (model.top_pre_quantize, model.bottom_pre_quantize, model.decoder[-1], model.top_only_decoder[-1]):
+        assert layer.compute_dtype == "float32", layer.name
+    images = np.random.default_rng(0).uniform(size=(2, 32, 32, 1)).astype(np.float32)
+    pixels = np.asarray(model(images)).ravel()
+    inside = pixels[(pixels > 0) & (pixels < 1)] - 0.5
+    assert inside.size > 100
+    # a bfloat16 output layer would leave every pixel on bfloat16's grid (8 significant bits)
+    on_grid = inside == keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(inside, "bfloat16"), "float32"))
+    assert on_grid.mean() < 0.2
+
+
 def test_auto_precision_and_stored_configs(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: True)
     assert precision.resolve_precision("auto") == "mixed_bfloat16"

@@ -66,12 +66,12 @@ class ResidualStack(keras.layers.Layer):
         return config
 
 
-def _conv(filters, kernel, strides=1, name=None):
-    return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", name=name)
+def _conv(filters, kernel, strides=1, name=None, dtype=None):
+    return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", name=name, dtype=dtype)
 
 
-def _deconv(filters, kernel, strides=2, name=None):
-    return keras.layers.Conv2DTranspose(filters, kernel, strides=strides, padding="same", name=name)
+def _deconv(filters, kernel, strides=2, name=None, dtype=None):
+    return keras.layers.Conv2DTranspose(filters, kernel, strides=strides, padding="same", name=name, dtype=dtype)
 
 
 @_REGISTER
@@ -166,13 +166,16 @@ class VQVAE2(keras.Model):
             coarser = [_conv(num_hiddens, 4, 2, "enc_t_down2")] if top_downsample == 4 else []
             self.top_encoder = [_conv(num_hiddens, 4, 2, "enc_t_down"), *coarser,
                                 _conv(num_hiddens, 3, 1, "enc_t_conv"), residual("enc_t_res")]
-            self.top_pre_quantize = _conv(embedding_dim, 1, 1, "top_pre_vq")
+            self.top_pre_quantize = _conv(embedding_dim, 1, 1, "top_pre_vq", dtype="float32")
             self.top_quantizer = VectorQuantizerEMA(**quantizer_args, seed=derive_seed(seed, "restart/top"),
                                                    name="top_quantizer")
             finer = [_deconv(num_hiddens, 4, 2, "dec_t_up2")] if top_downsample == 4 else []
             self.top_decoder = [_conv(num_hiddens, 3, 1, "dec_t_conv"), residual("dec_t_res"), *finer,
                                 _deconv(embedding_dim, 4, 2, "dec_t_up")]
-        self.bottom_pre_quantize = _conv(embedding_dim, 1, 1, "bottom_pre_vq")
+        # Under a mixed policy the layers next to the quantizers and the image compute in float32: the
+        # codebook sees full-precision vectors and the output pixels are not rounded to bfloat16's 8 bits.
+        # They are cheap: 1x1 convolutions to the embedding and the two 1-channel output convolutions.
+        self.bottom_pre_quantize = _conv(embedding_dim, 1, 1, "bottom_pre_vq", dtype="float32")
         self.bottom_quantizer = VectorQuantizerEMA(**quantizer_args, seed=derive_seed(seed, "restart/bottom"),
                                                 name="bottom_quantizer")
         if levels == 2:  # created here to keep the variable order of saved two-level models
@@ -180,11 +183,11 @@ class VQVAE2(keras.Model):
             if top_downsample == 4:
                 self.top_upsample_coarse = _deconv(embedding_dim, 4, 2, "top_upsample2")
         self.decoder = [_conv(num_hiddens, 3, 1, "dec_conv"), residual("dec_res"),
-                        _deconv(half, 4, 2, "dec_up1"), _deconv(1, 4, 2, "dec_up2")]
+                        _deconv(half, 4, 2, "dec_up1"), _deconv(1, 4, 2, "dec_up2", dtype="float32")]
         if self.top_reconstruction_weight:  # top codes alone -> the slice at the bottom grid's resolution
             ups = [_deconv(half, 4, 2, f"top_only_up{i}") for i in range(int(math.log2(top_downsample)))]
             self.top_only_decoder = [_conv(num_hiddens, 3, 1, "top_only_conv"), *ups,
-                                     _conv(1, 3, 1, "top_only_out")]
+                                     _conv(1, 3, 1, "top_only_out", dtype="float32")]
 
         per_level = [f"{level}_{name}" for level in self.level_names for name in ("perplexity", "usage", "norm_ratio")]
         losses = ["loss", "reconstruction_loss", "commitment_loss"]
